@@ -1,0 +1,70 @@
+"""Assembling the Litestar app from every plugin's routes and middleware."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from litestar import Litestar, Router
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+
+from noa.builtin_plugins.http.config import HttpConfig
+from noa.builtin_plugins.http.core import RequestCore
+from noa.builtin_plugins.http.errors import exception_handlers
+from noa.plugin_sdk import Host, Middleware, Registry, RouteGroup
+from noa.plugin_sdk.transport import ASGIApp
+
+__all__ = ["build_app"]
+
+
+def _version() -> str:
+    try:
+        return version("noa-kernel")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+def build_app(host: Host) -> ASGIApp:
+    config = host.section("http", HttpConfig)
+    groups = host.collect("noa_register_routes", Registry[RouteGroup]("route group"))
+    middleware = host.collect("noa_register_middleware", Registry[Middleware]("middleware"))
+
+    routers: list[Router] = []
+    probe_paths: set[str] = set()
+    for contribution in groups.contributions():
+        group = contribution.item
+        router = Router(
+            path=group.path,
+            route_handlers=list(group.handlers),
+            tags=list(group.tags) or None,
+        )
+        routers.append(router)
+        if group.probe:
+            probe_paths.update(route.path for route in router.routes)
+
+    openapi = None
+    if config.openapi:
+        openapi = OpenAPIConfig(
+            title=config.title,
+            version=_version(),
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(), YamlRenderPlugin()],
+        )
+    app = Litestar(
+        route_handlers=routers,
+        openapi_config=openapi,
+        exception_handlers=exception_handlers(),
+        request_max_body_size=config.max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )
+    wrapped: ASGIApp = app
+    for contribution in reversed(middleware.contributions()):
+        wrapped = contribution.item.factory(wrapped)
+    return RequestCore(
+        wrapped,
+        max_in_flight=config.max_in_flight,
+        timeout_s=config.request_timeout_s,
+        retry_after_s=config.retry_after_s,
+        probe_paths=probe_paths,
+    )

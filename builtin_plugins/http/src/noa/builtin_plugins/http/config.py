@@ -1,0 +1,26 @@
+"""The ``[http]`` config section."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from noa.plugin_sdk import PluginConfig
+
+__all__ = ["HttpConfig"]
+
+
+class HttpConfig(PluginConfig, frozen=True):
+    """Limits and documentation of the HTTP API.
+
+    ``max_in_flight`` bounds requests being handled at once in one worker; past it the
+    server answers 503 with ``Retry-After`` at once (probe routes are exempt).
+    """
+
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1_048_576
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 512
+    retry_after_s: Annotated[int, msgspec.Meta(ge=0)] = 1
+    openapi: bool = True
+    title: str = "NOA Unified Server"

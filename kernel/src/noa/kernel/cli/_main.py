@@ -1,0 +1,249 @@
+"""``noa``: serve, plugins, config, check, version, and commands plugins contribute."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import platform
+import sys
+from importlib.metadata import version as dist_version
+from typing import Any
+
+import click
+import msgspec
+
+from noa.kernel.asgi import BOOT_ENV
+from noa.kernel.cli._options import (
+    EXIT_FAILURE,
+    boot_kernel,
+    boot_options,
+    config_options,
+    kernel_errors,
+)
+from noa.kernel.cli._tables import render_config, render_plugins
+from noa.kernel.config import BootOptions
+from noa.kernel.runtime import Kernel
+from noa.plugin_sdk.registry import Registry
+
+__all__ = ["main"]
+
+
+class CliState:
+    """What the ``noa`` group was told; plugin commands get it with ``@click.pass_obj``."""
+
+    def __init__(self, boot: BootOptions) -> None:
+        self.boot = boot
+        self._kernel: Kernel | None = None
+
+    def host(self) -> Kernel:
+        """The kernel, booted on first use with the group's config options."""
+        if self._kernel is None:
+            self._kernel = boot_kernel(self.boot)
+        return self._kernel
+
+
+def _merged_boot(ctx: click.Context, **kwargs: Any) -> BootOptions:
+    """A command's own config options on top of the group's."""
+    parent: BootOptions = ctx.find_object(CliState).boot if ctx.find_object(CliState) else BootOptions()
+    own = boot_options(
+        kwargs.get("profile"),
+        kwargs.get("config_file"),
+        kwargs.get("config_dir"),
+        kwargs.get("env_file"),
+        kwargs.get("settings", ()),
+        kwargs.get("flags"),
+    )
+    return BootOptions(
+        profile=own.profile or parent.profile,
+        config_file=own.config_file or parent.config_file,
+        config_dir=own.config_dir or parent.config_dir,
+        env_file=own.env_file or parent.env_file,
+        overrides=parent.overrides + own.overrides,
+    )
+
+
+class NoaGroup(click.Group):
+    """Built-in commands plus those plugins register through ``noa_register_commands``."""
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        state = ctx.find_object(CliState)
+        if state is None:
+            return {}
+        cached = ctx.meta.get("noa.plugin_commands")
+        if cached is None:
+            try:
+                kernel = Kernel.boot(state.boot)
+            except Exception:
+                # Listing commands must not fail; running one reports the error.
+                cached = {}
+            else:
+                commands = kernel.collect("noa_register_commands", Registry[Any]("command"))
+                cached = {
+                    c.name: c.item
+                    for c in commands.contributions()
+                    if isinstance(c.item, click.Command) and c.name not in self.commands
+                }
+            ctx.meta["noa.plugin_commands"] = cached
+        return dict(cached)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._plugin_commands(ctx).get(cmd_name)
+
+
+@click.group(cls=NoaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@config_options
+@click.pass_context
+def main(ctx: click.Context, **kwargs: Any) -> None:
+    """NOA Unified Server: one server for APIs, tasks, inference, retrieval and plugins.
+
+    Config layers, later wins: built-in defaults, the packaged profile,
+    <config-dir>/default.toml, <config-dir>/<profile>.toml, --config FILE, the
+    environment (NOA_SECTION__KEY, .env loaded), CLI flags. Exit codes: 0 ok,
+    1 failure (a plugin or driver named), 2 invalid config (key, value and layer named).
+    """
+    ctx.obj = CliState(boot_options(**kwargs))
+
+
+@main.command()
+@config_options
+@click.option("--host", help="Address to bind [config server.host, default 127.0.0.1].")
+@click.option("--port", type=int, help="Port to bind [config server.port, default 8080].")
+@click.option("--workers", type=int, help="Worker processes [config server.workers, default 1].")
+@click.option("--ssl-certificate", type=click.Path(dir_okay=False), help="TLS certificate (PEM) [config server.ssl_certificate].")
+@click.option("--ssl-keyfile", type=click.Path(dir_okay=False), help="TLS private key (PEM, PKCS#8) [config server.ssl_keyfile].")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
+          ssl_certificate: str | None, ssl_keyfile: str | None, **kwargs: Any) -> None:
+    """Serve HTTP with granian until SIGTERM or SIGINT, then drain and exit 0."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    flags = {
+        "server.host": ("--host", host),
+        "server.port": ("--port", port),
+        "server.workers": ("--workers", workers),
+        "server.ssl_certificate": ("--ssl-certificate", ssl_certificate),
+        "server.ssl_keyfile": ("--ssl-keyfile", ssl_keyfile),
+    }
+    boot = _merged_boot(ctx, flags=flags, **kwargs)
+    kernel = boot_kernel(boot)
+    with kernel_errors():
+        kernel.asgi_app()  # fail here, once, if no plugin can build the app
+        kernel.call_each("noa_before_serve", host=kernel)
+    server = kernel.server
+    if bool(server.ssl_certificate) != bool(server.ssl_keyfile):
+        click.echo("noa: error: TLS needs both server.ssl_certificate and server.ssl_keyfile", err=True)
+        sys.exit(2)
+    os.environ[BOOT_ENV] = msgspec.json.encode(boot).decode()
+    scheme = "https" if server.ssl_certificate else "http"
+    click.echo(
+        f"noa: serving profile {kernel.profile!r} on {scheme}://{server.host}:{server.port} "
+        f"with {server.workers} worker(s)",
+        err=True,
+    )
+    Granian(
+        "noa.kernel.asgi:create_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=server.host,
+        port=server.port,
+        workers=server.workers,
+        ssl_cert=_path(server.ssl_certificate),
+        ssl_key=_path(server.ssl_keyfile),
+        workers_kill_timeout=math.ceil(server.shutdown_grace_s),
+        log_access=False,
+    ).serve()
+
+
+def _path(value: str | None) -> Any:
+    from pathlib import Path
+
+    return Path(value) if value else None
+
+
+@main.group()
+def plugins() -> None:
+    """Inspect installed plugins."""
+
+
+@plugins.command("list")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def plugins_list(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
+    """Every discovered plugin: name, version, distribution, hooks, enabled, state, error.
+
+    An optional plugin that failed to load is listed with its error; a required one
+    that fails stops the command with exit code 1.
+    """
+    kernel = boot_kernel(_merged_boot(ctx, **kwargs))
+    rows = kernel.plugins()
+    if as_json:
+        click.echo(json.dumps(msgspec.to_builtins(rows), indent=2))
+    else:
+        click.echo(render_plugins(rows))
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the effective configuration."""
+
+
+@config_group.command("show")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (values and sources).")
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
+    """The effective config, each key with the layer it came from; secrets masked."""
+    kernel = boot_kernel(_merged_boot(ctx, **kwargs))
+    effective = kernel.effective_config()
+    if as_json:
+        click.echo(json.dumps(effective, indent=2, default=str))
+    else:
+        click.echo(render_config(effective))
+
+
+@main.command()
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print the readiness report as JSON.")
+@click.pass_context
+def check(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
+    """Start every plugin, run the readiness checks once, stop. Exit 1 unless ready."""
+    kernel = boot_kernel(_merged_boot(ctx, **kwargs))
+
+    async def run() -> Any:
+        await kernel.startup()
+        try:
+            return await kernel.readiness()
+        finally:
+            await kernel.shutdown()
+
+    with kernel_errors():
+        report = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(msgspec.to_builtins(report), indent=2))
+    else:
+        for c in report.components:
+            mark = {"ok": "ok  ", "degraded": "WARN", "failing": "FAIL"}[c.status]
+            detail = f"  {c.detail}" if c.detail else ""
+            click.echo(f"{mark}  {c.name} ({c.plugin}, {c.duration_ms:.1f} ms){detail}")
+        click.echo(f"status: {report.status}")
+    if not report.ready:
+        sys.exit(EXIT_FAILURE)
+
+
+@main.command()
+def version() -> None:
+    """Print the versions of NOA, Python and the core libraries."""
+    click.echo(f"noa-kernel {dist_version('noa-kernel')}")
+    click.echo(f"python {platform.python_version()}")
+    for dist in ("noa-plugin-sdk", "granian", "pluggy", "stevedore", "msgspec"):
+        try:
+            click.echo(f"{dist} {dist_version(dist)}")
+        except Exception:
+            continue

@@ -1,0 +1,246 @@
+"""The kernel of one process: config, plugins, drivers, lifecycle and readiness.
+
+:meth:`Kernel.boot` does everything that can fail before serving (config, plugin
+import, config sections, driver slots, ``noa_configure``), so ``noa serve`` checks it in
+the parent process and refuses to start with one clear line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import pluggy
+
+from noa.kernel.config import CORE_SLOTS, BootOptions, Config, load
+from noa.kernel.drivers import DriverSlots
+from noa.kernel.hookspecs import HOOKSPEC_MODULES
+from noa.kernel.plugins import PluginSet
+from noa.plugin_sdk import PROJECT_NAME
+from noa.plugin_sdk.config import PluginConfig
+from noa.plugin_sdk.errors import NoaError, PluginLoadError, PluginStartError
+from noa.plugin_sdk.registry import Registry
+from noa.plugin_sdk.types import (
+    CheckResult,
+    ComponentHealth,
+    HealthCheck,
+    PluginRecord,
+    ReadinessReport,
+    ServerSettings,
+)
+
+__all__ = ["Kernel"]
+
+log = logging.getLogger("noa.kernel")
+
+C = TypeVar("C", bound=PluginConfig)
+R = TypeVar("R", bound=Registry[Any])
+
+
+class Kernel:
+    """Implements :class:`noa.plugin_sdk.Host` for the plugins of this process."""
+
+    def __init__(self, config: Config, pm: pluggy.PluginManager, plugins: PluginSet) -> None:
+        self.config = config
+        self.pm = pm
+        self.plugin_set = plugins
+        self._state: dict[str, Any] = {}
+        self._checks: Registry[HealthCheck] | None = None
+        self.drivers = DriverSlots(config.kernel.drivers, {})
+
+    # -- boot ---------------------------------------------------------------------------
+
+    @classmethod
+    def boot(
+        cls,
+        boot: BootOptions | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        extra_plugins: Mapping[str, object] | None = None,
+    ) -> Kernel:
+        """Load config and plugins and run the configure-time hooks.
+
+        Raises :class:`~noa.plugin_sdk.ConfigError` or :class:`PluginLoadError`.
+        ``extra_plugins`` adds plugin objects that are not installed (tests, embedding).
+        """
+        config = load(boot or BootOptions(), environ)
+        pm = pluggy.PluginManager(PROJECT_NAME)
+        for module in HOOKSPEC_MODULES:
+            pm.add_hookspecs(module)
+        plugins = PluginSet(pm, config.kernel.plugins)
+        plugins.load(extra_plugins)
+        kernel = cls(config, pm, plugins)
+        sections = kernel.collect("noa_register_config_sections", Registry[type[PluginConfig]]("config section"))
+        for item in sections.contributions():
+            config.bind_section(item.name, item.item)
+        slots = Registry[str]("driver slot")
+        for slot in CORE_SLOTS:
+            slots.bind("kernel")
+            slots.add(slot, f"core slot {slot}")
+        kernel.collect("noa_register_driver_slots", slots)
+        kernel.drivers = DriverSlots(config.kernel.drivers, {n: slots.get(n) for n in slots})
+        kernel.call_each("noa_configure", host=kernel)
+        for name in config.unclaimed_sections():
+            log.warning("config section [%s] is not used by any enabled plugin", name)
+        return kernel
+
+    # -- calling hooks ------------------------------------------------------------------
+
+    def _impls(self, hook_name: str) -> dict[str, pluggy.HookImpl]:
+        caller = getattr(self.pm.hook, hook_name)
+        return {impl.plugin_name: impl for impl in caller.get_hookimpls()}
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> dict[str, Any]:
+        """Call ``hook_name`` on each plugin in plugin order; errors name the plugin."""
+        impls = self._impls(hook_name)
+        results: dict[str, Any] = {}
+        for plugin in self.plugin_set.loaded:
+            impl = impls.get(plugin.name)
+            if impl is None:
+                continue
+            try:
+                results[plugin.name] = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except NoaError:
+                raise
+            except Exception as exc:
+                raise PluginLoadError(plugin.name, f"{hook_name} failed: {type(exc).__name__}: {exc}") from exc
+        return results
+
+    def collect(self, hook_name: str, registry: R) -> R:
+        impls = self._impls(hook_name)
+        for plugin in self.plugin_set.loaded:
+            impl = impls.get(plugin.name)
+            if impl is None:
+                continue
+            registry.bind(plugin.name)
+            kwargs = {"host": self}
+            for arg in impl.argnames:
+                if arg != "host":
+                    kwargs[arg] = registry
+            try:
+                impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except NoaError:
+                raise
+            except Exception as exc:
+                raise PluginLoadError(plugin.name, f"{hook_name} failed: {type(exc).__name__}: {exc}") from exc
+        return registry
+
+    # -- Host ---------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> str:
+        return self.config.profile
+
+    @property
+    def server(self) -> ServerSettings:
+        return self.config.kernel.server
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self._state
+
+    def section(self, name: str, kind: type[C]) -> C:
+        return self.config.section(name, kind)
+
+    def config_value(self, dotted_key: str) -> Any:
+        return self.config.value(dotted_key)
+
+    def driver(self, slot: str) -> Any:
+        return self.drivers.load(slot)
+
+    def plugins(self) -> list[PluginRecord]:
+        return self.plugin_set.records()
+
+    def effective_config(self) -> dict[str, Any]:
+        return self.config.effective()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def asgi_app(self) -> Any:
+        """The ASGI app from the first plugin answering ``noa_asgi_app``."""
+        app = self.pm.hook.noa_asgi_app(host=self)
+        if app is None:
+            raise PluginLoadError(
+                "http", "no enabled plugin builds the ASGI app: enable the 'http' plugin"
+            )
+        return app
+
+    async def startup(self) -> None:
+        """Run ``noa_startup`` in plugin order; undo what started if a required one fails."""
+        impls = self._impls("noa_startup")
+        for plugin in self.plugin_set.loaded:
+            impl = impls.get(plugin.name)
+            try:
+                if impl is not None:
+                    result = impl.function(**{a: self for a in impl.argnames})
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception as exc:
+                message = f"startup failed: {type(exc).__name__}: {exc}"
+                if self.plugin_set.is_optional(plugin.name):
+                    log.error("optional plugin %r %s; continuing without it", plugin.name, message)
+                    self.plugin_set.errors[plugin.name] = message
+                    continue
+                await self.shutdown()
+                raise PluginStartError(plugin.name, message) from exc
+            self.plugin_set.started.add(plugin.name)
+        self._checks = self.collect("noa_register_health_checks", Registry[HealthCheck]("health check"))
+
+    async def shutdown(self) -> None:
+        """Run ``noa_shutdown`` in reverse order for every plugin that started."""
+        impls = self._impls("noa_shutdown")
+        for plugin in reversed(self.plugin_set.loaded):
+            if plugin.name not in self.plugin_set.started:
+                continue
+            self.plugin_set.started.discard(plugin.name)
+            impl = impls.get(plugin.name)
+            if impl is None:
+                continue
+            try:
+                result = impl.function(**{a: self for a in impl.argnames})
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("plugin %r failed to shut down cleanly", plugin.name)
+
+    async def readiness(self) -> ReadinessReport:
+        checks = self._checks.contributions() if self._checks is not None else []
+        components = await asyncio.gather(*(_run_check(c.name, c.plugin, c.item) for c in checks))
+        failed = [c for c in components if c.status == "failing" and c.critical]
+        degraded = [c for c in components if c.status != "ok"]
+        started = self._checks is not None
+        if not started or failed:
+            status = "not_ready"
+        else:
+            status = "degraded" if degraded else "ready"
+        return ReadinessReport(ready=status != "not_ready", status=status, components=tuple(components))
+
+
+async def _run_check(name: str, plugin: str, check: HealthCheck) -> ComponentHealth:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(check.timeout_s):
+            outcome = await check.check()
+        if isinstance(outcome, CheckResult):
+            result = outcome
+        elif outcome is False:
+            result = CheckResult(status="failing", detail="check returned false")
+        else:
+            result = CheckResult()
+    except TimeoutError:
+        result = CheckResult(status="failing", detail=f"no answer within {check.timeout_s:g} s")
+    except Exception as exc:
+        result = CheckResult(status="failing", detail=f"{type(exc).__name__}: {exc}")
+    elapsed = (time.perf_counter() - started) * 1000
+    return ComponentHealth(
+        name=name,
+        plugin=plugin,
+        status=result.status,
+        critical=check.critical,
+        duration_ms=round(elapsed, 2),
+        detail=result.detail,
+    )

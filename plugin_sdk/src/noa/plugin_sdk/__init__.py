@@ -1,0 +1,71 @@
+"""The NOA plugin SDK: everything a plugin author needs, and nothing of the kernel.
+
+Write hook implementations with :data:`hookimpl`, describe config with
+:class:`PluginConfig`, contribute through the registrars the hooks receive and raise
+errors from :mod:`noa.plugin_sdk.errors`. The test kit lives in
+:mod:`noa.plugin_sdk.testing` (install ``noa-plugin-sdk[testing]``).
+"""
+
+from noa.plugin_sdk._markers import PROJECT_NAME, hookimpl, hookspec
+from noa.plugin_sdk.config import PluginConfig, Secret
+from noa.plugin_sdk.errors import (
+    ApiError,
+    BadRequest,
+    ConfigError,
+    Conflict,
+    DriverLoadError,
+    NoaError,
+    NotFound,
+    PluginError,
+    PluginLoadError,
+    PluginStartError,
+    RegistrationError,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unprocessable,
+)
+from noa.plugin_sdk.host import Host
+from noa.plugin_sdk.registry import Contribution, Registry
+from noa.plugin_sdk.transport import Middleware, RouteGroup
+from noa.plugin_sdk.types import (
+    CheckResult,
+    ComponentHealth,
+    HealthCheck,
+    PluginInfo,
+    PluginRecord,
+    ReadinessReport,
+    ServerSettings,
+)
+
+__all__ = [
+    "PROJECT_NAME",
+    "ApiError",
+    "BadRequest",
+    "CheckResult",
+    "ComponentHealth",
+    "ConfigError",
+    "Conflict",
+    "Contribution",
+    "DriverLoadError",
+    "HealthCheck",
+    "Host",
+    "Middleware",
+    "NoaError",
+    "NotFound",
+    "PluginConfig",
+    "PluginError",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginRecord",
+    "PluginStartError",
+    "ReadinessReport",
+    "RegistrationError",
+    "RouteGroup",
+    "Secret",
+    "ServerSettings",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unprocessable",
+    "hookimpl",
+    "hookspec",
+]

@@ -1,0 +1,46 @@
+"""Values for the transport hooks: route groups and middleware.
+
+ASGI is described with plain callables so the SDK needs no web framework; the HTTP core
+plugin mounts handlers with Litestar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+
+__all__ = ["ASGIApp", "Middleware", "Receive", "RouteGroup", "Scope", "Send"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RouteGroup(msgspec.Struct, frozen=True, kw_only=True):
+    """Route handlers a plugin contributes, mounted under ``path``.
+
+    ``handlers`` are Litestar route handlers, controllers or routers. ``probe`` marks
+    routes that must answer even when the server is saturated (health, readiness,
+    metrics): they skip admission control and the request timeout. ``tags`` group the
+    routes in the OpenAPI document.
+    """
+
+    handlers: tuple[Any, ...]
+    path: str = "/"
+    probe: bool = False
+    tags: tuple[str, ...] = ()
+
+
+class Middleware(msgspec.Struct, frozen=True, kw_only=True):
+    """ASGI middleware: ``factory(app)`` returns the wrapping app.
+
+    It runs inside the HTTP core's request id, admission control and error handling,
+    so it sees ``scope["state"]["request_id"]`` and may raise
+    :class:`~noa.plugin_sdk.errors.ApiError`.
+    """
+
+    factory: Callable[[ASGIApp], ASGIApp]
