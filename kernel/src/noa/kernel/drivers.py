@@ -16,6 +16,7 @@ from stevedore import driver as stevedore_driver
 from stevedore.exception import NoMatches
 
 from noa.plugin_sdk.errors import DriverLoadError
+from noa.plugin_sdk.types import DriverSlot
 
 __all__ = ["DriverSlots"]
 
@@ -25,9 +26,10 @@ GROUP_PREFIX = "noa.drivers."
 class DriverSlots:
     """The declared slots of one process and the drivers loaded for them so far."""
 
-    def __init__(self, choices: Mapping[str, str], slots: Mapping[str, str]) -> None:
-        self._choices = dict(choices)
-        self.slots = dict(slots)  # slot -> description
+    def __init__(self, choices: Mapping[str, str], slots: Mapping[str, DriverSlot]) -> None:
+        self.slots = dict(slots)
+        self._choices = {name: slot.default for name, slot in self.slots.items() if slot.default}
+        self._choices.update(choices)
         self._loaded: dict[str, Any] = {}
 
     def choice(self, slot: str) -> str:

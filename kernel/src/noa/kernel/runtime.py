@@ -27,6 +27,7 @@ from noa.plugin_sdk.registry import Registry
 from noa.plugin_sdk.types import (
     CheckResult,
     ComponentHealth,
+    DriverSlot,
     HealthCheck,
     PluginRecord,
     ReadinessReport,
@@ -77,10 +78,10 @@ class Kernel:
         sections = kernel.collect("noa_register_config_sections", Registry[type[PluginConfig]]("config section"))
         for item in sections.contributions():
             config.bind_section(item.name, item.item)
-        slots = Registry[str]("driver slot")
-        for slot in CORE_SLOTS:
-            slots.bind("kernel")
-            slots.add(slot, f"core slot {slot}")
+        slots = Registry[DriverSlot]("driver slot")
+        slots.bind("kernel")
+        for slot, default in CORE_SLOTS.items():
+            slots.add(slot, DriverSlot(description=f"core slot {slot}", default=default))
         kernel.collect("noa_register_driver_slots", slots)
         kernel.drivers = DriverSlots(config.kernel.drivers, {n: slots.get(n) for n in slots})
         kernel.call_each("noa_configure", host=kernel)

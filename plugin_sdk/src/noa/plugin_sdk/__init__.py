@@ -30,6 +30,7 @@ from noa.plugin_sdk.transport import Middleware, RouteGroup
 from noa.plugin_sdk.types import (
     CheckResult,
     ComponentHealth,
+    DriverSlot,
     HealthCheck,
     PluginInfo,
     PluginRecord,
@@ -47,6 +48,7 @@ __all__ = [
     "Conflict",
     "Contribution",
     "DriverLoadError",
+    "DriverSlot",
     "HealthCheck",
     "Host",
     "Middleware",

@@ -38,9 +38,9 @@ class RouteGroup(msgspec.Struct, frozen=True, kw_only=True):
 class Middleware(msgspec.Struct, frozen=True, kw_only=True):
     """ASGI middleware: ``factory(app)`` returns the wrapping app.
 
-    It runs inside the HTTP core's request id, admission control and error handling,
-    so it sees ``scope["state"]["request_id"]`` and may raise
-    :class:`~noa.plugin_sdk.errors.ApiError`.
+    It runs inside the HTTP core's request-id layer (``scope["state"]["request_id"]`` is
+    set) and outside admission control and the request timeout, so it sees every
+    response, the core's own 503 and 504 included.
     """
 
     factory: Callable[[ASGIApp], ASGIApp]

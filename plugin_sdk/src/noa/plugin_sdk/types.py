@@ -9,6 +9,7 @@ import msgspec
 
 __all__ = [
     "CheckResult",
+    "DriverSlot",
     "CheckStatus",
     "ComponentHealth",
     "HealthCheck",
@@ -100,3 +101,13 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     shutdown_grace_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     # Where plugins keep files (SQLite database, model cache, compiled WASM ...).
     data_dir: str = ".noa"
+
+
+class DriverSlot(msgspec.Struct, frozen=True, kw_only=True):
+    """A slot where config picks exactly one driver (entry-point group ``noa.drivers.<name>``).
+
+    ``default`` is the driver used when ``[drivers]`` names none for this slot.
+    """
+
+    description: str
+    default: str = ""

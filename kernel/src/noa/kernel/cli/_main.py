@@ -47,14 +47,7 @@ class CliState:
 def _merged_boot(ctx: click.Context, **kwargs: Any) -> BootOptions:
     """A command's own config options on top of the group's."""
     parent: BootOptions = ctx.find_object(CliState).boot if ctx.find_object(CliState) else BootOptions()
-    own = boot_options(
-        kwargs.get("profile"),
-        kwargs.get("config_file"),
-        kwargs.get("config_dir"),
-        kwargs.get("env_file"),
-        kwargs.get("settings", ()),
-        kwargs.get("flags"),
-    )
+    own = boot_options(**kwargs)
     return BootOptions(
         profile=own.profile or parent.profile,
         config_file=own.config_file or parent.config_file,
@@ -68,9 +61,13 @@ class NoaGroup(click.Group):
     """Built-in commands plus those plugins register through ``noa_register_commands``."""
 
     def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        # Commands are resolved before the group's callback runs, so build the state here.
         state = ctx.find_object(CliState)
         if state is None:
-            return {}
+            try:
+                state = ctx.obj = CliState(boot_options(**ctx.params))
+            except click.BadParameter:
+                return {}
         cached = ctx.meta.get("noa.plugin_commands")
         if cached is None:
             try:
@@ -87,6 +84,11 @@ class NoaGroup(click.Group):
                 }
             ctx.meta["noa.plugin_commands"] = cached
         return dict(cached)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Errors from plugin commands get the same one line and exit code as ours.
+        with kernel_errors():
+            return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
@@ -106,7 +108,8 @@ def main(ctx: click.Context, **kwargs: Any) -> None:
     environment (NOA_SECTION__KEY, .env loaded), CLI flags. Exit codes: 0 ok,
     1 failure (a plugin or driver named), 2 invalid config (key, value and layer named).
     """
-    ctx.obj = CliState(boot_options(**kwargs))
+    if ctx.obj is None:
+        ctx.obj = CliState(boot_options(**kwargs))
 
 
 @main.command()
@@ -132,8 +135,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     }
     boot = _merged_boot(ctx, flags=flags, **kwargs)
     kernel = boot_kernel(boot)
+    if not kernel.pm.hook.noa_asgi_app.get_hookimpls():
+        click.echo("noa: error: no enabled plugin builds the HTTP app: enable the 'http' plugin", err=True)
+        sys.exit(EXIT_FAILURE)
     with kernel_errors():
-        kernel.asgi_app()  # fail here, once, if no plugin can build the app
         kernel.call_each("noa_before_serve", host=kernel)
     server = kernel.server
     if bool(server.ssl_certificate) != bool(server.ssl_keyfile):

@@ -49,11 +49,11 @@ def config_options(func: F) -> F:
 
 
 def boot_options(
-    profile: str | None,
-    config_file: str | None,
-    config_dir: str | None,
-    env_file: str | None,
-    settings: tuple[str, ...],
+    profile: str | None = None,
+    config_file: str | None = None,
+    config_dir: str | None = None,
+    env_file: str | None = None,
+    settings: tuple[str, ...] = (),
     flags: dict[str, Any] | None = None,
 ) -> BootOptions:
     overrides: list[tuple[str, Any, str]] = []

@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 
 from noa.plugin_sdk import Host, Registry, hookspec
 from noa.plugin_sdk.config import PluginConfig
-from noa.plugin_sdk.types import HealthCheck
+from noa.plugin_sdk.types import DriverSlot, HealthCheck
 
 
 @hookspec
@@ -28,8 +28,8 @@ def noa_register_config_sections(sections: Registry[type[PluginConfig]]) -> None
 
 
 @hookspec
-def noa_register_driver_slots(slots: Registry[str]) -> None:
-    """Declare extra driver slots: ``slots.add("greeter", "what it does")``.
+def noa_register_driver_slots(slots: Registry[DriverSlot]) -> None:
+    """Declare extra driver slots: ``slots.add("greeter", DriverSlot(description=..., default="plain"))``.
 
     The kernel already owns ``storage``, ``cache``, ``vectors``, ``broker`` and
     ``device``. A slot named ``x`` loads drivers from the entry-point group

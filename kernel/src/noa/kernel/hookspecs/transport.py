@@ -39,6 +39,8 @@ def noa_register_middleware(middleware: Registry[Middleware], host: Host) -> Non
     """Contribute ASGI middleware: ``middleware.add("metrics", Middleware(factory=f))``.
 
     ``factory(app) -> app`` wraps the application. Middleware is applied in plugin
-    order, the first registered being the outermost, inside the HTTP core's own request
-    id, admission control and error handling. Called once per worker. Returns nothing.
+    order, the first registered being the outermost. It runs inside the HTTP core's
+    request-id layer and outside its admission control and request timeout, so it sees
+    every response, the core's own 503 and 504 included. Called once per worker.
+    Returns nothing.
     """

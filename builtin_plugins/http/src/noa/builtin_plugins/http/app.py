@@ -9,7 +9,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
 
 from noa.builtin_plugins.http.config import HttpConfig
-from noa.builtin_plugins.http.core import RequestCore
+from noa.builtin_plugins.http.core import Admission, RequestCore
 from noa.builtin_plugins.http.errors import exception_handlers
 from noa.plugin_sdk import Host, Middleware, Registry, RouteGroup
 from noa.plugin_sdk.transport import ASGIApp
@@ -58,13 +58,13 @@ def build_app(host: Host) -> ASGIApp:
         logging_config=None,
         debug=False,
     )
-    wrapped: ASGIApp = app
-    for contribution in reversed(middleware.contributions()):
-        wrapped = contribution.item.factory(wrapped)
-    return RequestCore(
-        wrapped,
+    wrapped: ASGIApp = Admission(
+        app,
         max_in_flight=config.max_in_flight,
         timeout_s=config.request_timeout_s,
         retry_after_s=config.retry_after_s,
         probe_paths=probe_paths,
     )
+    for contribution in reversed(middleware.contributions()):
+        wrapped = contribution.item.factory(wrapped)
+    return RequestCore(wrapped)

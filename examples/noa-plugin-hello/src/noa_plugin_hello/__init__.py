@@ -1,0 +1,1 @@
+"""noa-plugin-hello: an example third-party NOA plugin (no side effects on import)."""

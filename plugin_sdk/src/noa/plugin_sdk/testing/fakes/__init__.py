@@ -1,0 +1,21 @@
+"""In-memory reference drivers, one per slot; each passes its slot's contract suite.
+
+Use them in a plugin's own tests in place of a real service, or as the model a new
+driver is written against. Importing this package imports neither NumPy nor SQLite
+connections: :class:`NumpyDevice` loads NumPy on first use.
+"""
+
+from noa.plugin_sdk.testing.fakes.broker import InProcessBroker
+from noa.plugin_sdk.testing.fakes.cache import MemoryCache
+from noa.plugin_sdk.testing.fakes.device import NumpyDevice
+from noa.plugin_sdk.testing.fakes.storage import SqliteMemoryStorage, translate_placeholders
+from noa.plugin_sdk.testing.fakes.vectors import MemoryVectorStore
+
+__all__ = [
+    "InProcessBroker",
+    "MemoryCache",
+    "MemoryVectorStore",
+    "NumpyDevice",
+    "SqliteMemoryStorage",
+    "translate_placeholders",
+]

@@ -1,0 +1,143 @@
+"""``MemoryVectorStore``: the reference :class:`~noa.plugin_sdk.ports.VectorStorePort`.
+
+Exact brute-force search in pure Python: every query scores every point, so its results
+are the ground truth an approximate index is measured against. Fine for tests and a few
+thousand points; nothing is persisted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, get_args
+
+from noa.plugin_sdk.errors import BadRequest, Conflict, NotFound, Unprocessable
+from noa.plugin_sdk.ports.vectors import (
+    COLLECTION_NAME_PATTERN,
+    Distance,
+    Point,
+    ScoredPoint,
+)
+
+__all__ = ["MemoryVectorStore"]
+
+_DISTANCES: frozenset[str] = frozenset(get_args(Distance))
+
+
+class _Collection:
+    __slots__ = ("dim", "distance", "points")
+
+    def __init__(self, dim: int, distance: Distance) -> None:
+        self.dim = dim
+        self.distance = distance
+        # id -> (vector as stored, payload); cosine vectors are stored normalised.
+        self.points: dict[str, tuple[tuple[float, ...], dict[str, Any]]] = {}
+
+
+class MemoryVectorStore:
+    """Collections of vectors in dicts, searched exactly."""
+
+    def __init__(self) -> None:
+        self._collections: dict[str, _Collection] = {}
+
+    async def create_collection(self, name: str, dim: int, distance: Distance) -> None:
+        if not COLLECTION_NAME_PATTERN.fullmatch(name):
+            raise BadRequest(
+                f"invalid collection name {name!r}: use 1 to 63 of A-Z a-z 0-9 _ -, "
+                "not starting with -",
+                param="name",
+            )
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise BadRequest(f"dim must be a positive integer, got {dim!r}", param="dim")
+        if distance not in _DISTANCES:
+            known = ", ".join(sorted(_DISTANCES))
+            raise BadRequest(f"unknown distance {distance!r} (use {known})", param="distance")
+        if name in self._collections:
+            raise Conflict(f"collection {name!r} already exists", code="collection_exists")
+        self._collections[name] = _Collection(dim, distance)
+
+    async def delete_collection(self, name: str) -> bool:
+        return self._collections.pop(name, None) is not None
+
+    async def list_collections(self) -> list[str]:
+        return sorted(self._collections)
+
+    async def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        found = self._get(collection)
+        checked: list[tuple[str, tuple[float, ...], dict[str, Any]]] = []
+        for point in points:
+            if not point.id:
+                raise BadRequest("a point id must be a non-empty string", param="id")
+            vector = _prepare(found, point.vector, f"point {point.id!r}")
+            checked.append((point.id, vector, dict(point.payload)))
+        for point_id, vector, payload in checked:
+            found.points[point_id] = (vector, payload)
+
+    async def search(
+        self,
+        collection: str,
+        vector: Sequence[float],
+        top_k: int,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[ScoredPoint]:
+        found = self._get(collection)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise BadRequest(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
+        query = _prepare(found, vector, "the query vector")
+        wanted = dict(filter or {})
+        scored = [
+            (_score(found.distance, query, stored), point_id, payload)
+            for point_id, (stored, payload) in found.points.items()
+            if all(k in payload and payload[k] == v for k, v in wanted.items())
+        ]
+        if found.distance == "euclid":
+            best = heapq.nsmallest(top_k, scored, key=lambda item: item[0])
+        else:
+            best = heapq.nlargest(top_k, scored, key=lambda item: item[0])
+        return [ScoredPoint(id=i, score=s, payload=dict(p)) for s, i, p in best]
+
+    async def delete(self, collection: str, ids: Sequence[str]) -> int:
+        points = self._get(collection).points
+        return sum(points.pop(point_id, None) is not None for point_id in set(ids))
+
+    async def count(self, collection: str) -> int:
+        return len(self._get(collection).points)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._collections.clear()
+
+    def _get(self, name: str) -> _Collection:
+        try:
+            return self._collections[name]
+        except KeyError:
+            raise NotFound(
+                f"no collection named {name!r}", code="collection_not_found"
+            ) from None
+
+
+def _prepare(collection: _Collection, vector: Sequence[float], what: str) -> tuple[float, ...]:
+    values = tuple(float(v) for v in vector)
+    if len(values) != collection.dim:
+        raise Unprocessable(
+            f"{what} has {len(values)} dimensions, the collection takes {collection.dim}",
+            code="wrong_dimension",
+            param="vector",
+        )
+    if not all(math.isfinite(v) for v in values):
+        raise Unprocessable(f"{what} has a value that is not finite", param="vector")
+    if collection.distance == "cosine":
+        norm = math.sqrt(math.fsum(v * v for v in values))
+        if norm > 0:
+            values = tuple(v / norm for v in values)
+    return values
+
+
+def _score(distance: Distance, a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    if distance == "euclid":
+        return math.sqrt(math.fsum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
+    # cosine vectors are normalised on the way in, so their similarity is a dot product.
+    return math.fsum(x * y for x, y in zip(a, b, strict=True))
