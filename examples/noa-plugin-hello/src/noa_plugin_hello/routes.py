@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import get, post
+from litestar.params import FromPath, JSONBody
 from litestar.handlers import HTTPRouteHandler
 
 from noa.plugin_sdk import Host, Unprocessable
@@ -31,11 +32,11 @@ def handlers(host: Host) -> list[HTTPRouteHandler]:
     greeter: Any = host.driver("greeter")()
 
     @get("/v1/hello/{name:str}", sync_to_thread=False, summary="Greet by path")
-    def hello(name: str) -> Greeting:
+    def hello(name: FromPath[str]) -> Greeting:
         return Greeting(message=greeter.greet(config.greeting, name), language="en", tags=[])
 
     @post("/v1/hello/greet", sync_to_thread=False, summary="Greet from a JSON body")
-    def greet(data: GreetRequest) -> Greeting:
+    def greet(data: JSONBody[GreetRequest]) -> Greeting:
         """Validated JSON in, a greeting out. 400 names the field that is wrong."""
         if data.name.strip() != data.name:
             raise Unprocessable("name must not start or end with spaces", param="name")

@@ -41,7 +41,7 @@ class LifespanApp:
                 try:
                     await self.kernel.startup()
                 except Exception as exc:
-                    print(f"noa: {exc}", file=sys.stderr, flush=True)
+                    print(f"noa: error: {exc}", file=sys.stderr, flush=True)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})

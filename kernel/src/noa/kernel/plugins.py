@@ -141,12 +141,13 @@ class PluginSet:
         self.loaded: list[LoadedPlugin] = []  # in plugin order
         self.errors: dict[str, str] = {}
         self.started: set[str] = set()
+        self._given: frozenset[str] = frozenset()
 
     def is_enabled(self, name: str) -> bool:
         s = self._settings
         if name in s.disable:
             return False
-        return s.autoload or name in s.enable
+        return s.autoload or name in s.enable or name in self._given
 
     def is_optional(self, name: str) -> bool:
         return name in self._settings.optional
@@ -158,6 +159,8 @@ class PluginSet:
         one is recorded in :attr:`errors` and skipped.
         """
         self.candidates = discover(extra)
+        # Plugin objects handed over in-process were asked for explicitly: enabled.
+        self._given = frozenset(extra or ())
         for name in self._settings.enable:
             if name not in self.candidates and name not in self._settings.disable:
                 self._fail(name, "enabled in config but not installed (pip install noa-plugin-"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
-from environs import Env
+from dotenv import dotenv_values
 
 from noa.kernel.config._convert import convert_section, to_display
 from noa.kernel.config._layers import (
@@ -139,16 +139,22 @@ def _choose_profile(boot: BootOptions, environ: Mapping[str, str], config_dir: P
     return "embedded", "built-in default"
 
 
+def read_environment(env_file: Path) -> dict[str, str]:
+    """The process environment over the dotenv file's values (the environment wins)."""
+    values: dict[str, str] = {}
+    if env_file.is_file():
+        values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
 def load(boot: BootOptions, environ: Mapping[str, str] | None = None) -> Config:
     """Merge every layer for ``boot`` and validate the kernel's sections.
 
     Raises :class:`ConfigError` naming key, value and layer for the first invalid value.
     """
-    env_file = boot.env_file or (os.environ.get("NOA_ENV_FILE") if environ is None else None)
     if environ is None:
-        # environs loads .env into the process environment without overriding it.
-        Env().read_env(env_file or ".env", recurse=False, override=False)
-        environ = os.environ
+        environ = read_environment(Path(boot.env_file or os.environ.get("NOA_ENV_FILE") or ".env"))
     config_dir = Path(boot.config_dir or environ.get("NOA_CONFIG_DIR") or "config")
     profile, profile_source = _choose_profile(boot, environ, config_dir)
     known = packaged_profiles()
@@ -178,7 +184,7 @@ def load(boot: BootOptions, environ: Mapping[str, str] | None = None) -> Config:
                 layers.append("environment" if layer.label.startswith("environment ") else layer.label)
     merged.tree["profile"] = profile
     merged.sources["profile"] = profile_source
-    merged.resolve_secrets()
+    merged.resolve_secrets(environ)
 
     kernel_raw = {k: v for k, v in merged.tree.items() if k in KERNEL_SECTIONS}
     kernel = convert_section(merged, None, kernel_raw, KernelSections)

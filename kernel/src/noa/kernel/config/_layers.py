@@ -9,7 +9,6 @@ Layers, later wins: built-in defaults (the Structs' own), the packaged profile
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -37,9 +36,9 @@ class SecretRef:
     def describe(self) -> str:
         return f'{{{self.kind} = "{self.target}"}}'
 
-    def resolve(self, key: str, layer: str) -> str:
+    def resolve(self, key: str, layer: str, environ: Mapping[str, str]) -> str:
         if self.kind == "env":
-            value = os.environ.get(self.target)
+            value = environ.get(self.target)
             if value is None:
                 raise ConfigError(
                     key, self.describe(), layer, f"environment variable {self.target} is not set"
@@ -110,25 +109,28 @@ class Merged:
             probe = probe.rpartition(".")[0]
         return "built-in default"
 
-    def resolve_secrets(self) -> None:
+    def resolve_secrets(self, environ: Mapping[str, str]) -> None:
         """Replace every secret reference with its value; remember those keys to mask."""
-        self._resolve(self.tree, ())
+        self._resolve(self.tree, (), environ)
 
-    def _resolve(self, node: dict[str, Any], prefix: tuple[str, ...]) -> None:
+    def _resolve(self, node: dict[str, Any], prefix: tuple[str, ...], environ: Mapping[str, str]) -> None:
         for key, value in node.items():
             dotted = ".".join((*prefix, key))
             if isinstance(value, SecretRef):
-                node[key] = value.resolve(dotted, self.source_of(dotted))
+                node[key] = value.resolve(dotted, self.source_of(dotted), environ)
                 self.secret_keys.add(dotted)
             elif isinstance(value, dict):
-                self._resolve(value, (*prefix, key))
+                self._resolve(value, (*prefix, key), environ)
 
     def lookup(self, dotted: str) -> Any:
         node: Any = self.tree
         for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
                 raise KeyError(dotted)
-            node = node[part]
         return node
 
 

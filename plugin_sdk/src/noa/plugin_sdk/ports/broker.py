@@ -4,7 +4,7 @@ Drivers (``inprocess``, ``nats``) register in the entry-point group
 ``noa.drivers.broker``. Subjects follow NATS: dot-separated tokens, where in a
 subscription ``*`` matches exactly one token and ``>`` (last token only) matches one or
 more. ``orders.*`` matches ``orders.new`` but not ``orders`` or ``orders.eu.new``;
-``orders.>`` matches both of the latter's longer forms but not ``orders``.
+``orders.>`` matches ``orders.new`` and ``orders.eu.new`` but not ``orders``.
 
 Two delivery forms share one subject space:
 
@@ -12,9 +12,10 @@ Two delivery forms share one subject space:
   gets its own copy, in publish order; a handler that raises loses that message.
 * :meth:`BrokerPort.consume` is a work queue, at least once: each message published to
   the queue subject goes to one of the queue's consumers. A handler that raises, or
-  outlives ``ack_timeout_s``, gets the message again with ``delivery`` one higher; after
-  ``max_deliveries`` failed deliveries it is published to ``<queue>.dead`` (see
-  :func:`dead_letter_subject`) with the header :data:`DELIVERIES_HEADER`.
+  outlives ``ack_timeout_s`` (it is then cancelled), gets the message again with
+  ``delivery`` one higher; after ``max_deliveries`` failed deliveries it is published
+  to ``<queue>.dead`` (:func:`dead_letter_subject`) with the header
+  :data:`DELIVERIES_HEADER`, where a plain subscriber can collect it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 import msgspec
-
 from noa.plugin_sdk.errors import BadRequest
 
 __all__ = [
@@ -95,12 +95,13 @@ class BrokerPort(Protocol):
     ) -> Subscription:
         """Take work from the queue subject ``queue`` (no wildcards), one message at a time.
 
-        Returning acknowledges the message. Raising, or running past ``ack_timeout_s``,
-        gives it back for redelivery (a driver may delay it); once it has failed
-        ``max_deliveries`` times it goes to ``<queue>.dead`` instead. Several consumers
+        Returning acknowledges the message. Raising, or running past ``ack_timeout_s``
+        (the handler is cancelled then), gives it back for redelivery (a driver may
+        delay it); once it has failed ``max_deliveries`` times it goes to
+        ``<queue>.dead`` instead. Several consumers
         of one queue share its messages. Messages published before the first consumer
         of a queue exists are kept only by a persistent driver (NATS JetStream).
-        ``ValueError`` for ``max_deliveries < 1`` or an ``ack_timeout_s`` that is not positive.
+        ``ValueError`` for ``max_deliveries < 1`` or an ``ack_timeout_s`` not positive.
         """
         ...
 

@@ -100,11 +100,14 @@ def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     param = None
+    message = _clean(exc.detail) or "the request is invalid"
     if extra and isinstance(extra[0], dict):
         param = extra[0].get("key")
+        # Name the first offending field in the message itself: most clients show only it.
+        message = f"{message}: {param}: {extra[0].get('message')}"
     body = error_body(
         400,
-        _clean(exc.detail) or "the request is invalid",
+        message,
         request_id=request_id_of(request),
         code="validation_error",
         param=param,

@@ -1,8 +1,8 @@
 """In-memory reference drivers, one per slot; each passes its slot's contract suite.
 
 Use them in a plugin's own tests in place of a real service, or as the model a new
-driver is written against. Importing this package imports neither NumPy nor SQLite
-connections: :class:`NumpyDevice` loads NumPy on first use.
+driver is written against. Importing this package does not import NumPy:
+:class:`NumpyDevice` loads it on first use.
 """
 
 from noa.plugin_sdk.testing.fakes.broker import InProcessBroker

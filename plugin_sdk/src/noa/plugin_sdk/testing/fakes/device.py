@@ -32,7 +32,7 @@ class NumpyDevice:
     def matmul(self, a: ArrayLike, b: ArrayLike) -> NDArray[np.float32]:
         import numpy as np
 
-        return np.matmul(_f32(a), _f32(b))
+        return _f32(np.matmul(_f32(a), _f32(b)))
 
     def layer_norm(
         self, x: ArrayLike, weight: ArrayLike, bias: ArrayLike, eps: float = 1e-5
@@ -44,7 +44,7 @@ class NumpyDevice:
         centred = x32 - mean
         var = np.mean(centred * centred, axis=-1, keepdims=True)
         normed = centred / np.sqrt(var + np.float32(eps))
-        return (normed * _f32(weight) + _f32(bias)).astype(np.float32, copy=False)
+        return _f32(normed * _f32(weight) + _f32(bias))
 
     def gelu(
         self, x: ArrayLike, *, approximate: Literal["none", "tanh"] = "none"
@@ -55,20 +55,21 @@ class NumpyDevice:
         half = np.float32(0.5)
         if approximate == "tanh":
             inner = np.float32(math.sqrt(2.0 / math.pi)) * (x32 + np.float32(0.044715) * x32**3)
-            return half * x32 * (np.float32(1.0) + np.tanh(inner))
+            return _f32(half * x32 * (np.float32(1.0) + np.tanh(inner)))
         if approximate != "none":
             raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-        return half * x32 * (np.float32(1.0) + _erf(x32 / np.float32(math.sqrt(2.0))))
+        return _f32(half * x32 * (np.float32(1.0) + _erf(x32 / np.float32(math.sqrt(2.0)))))
 
     def softmax(self, x: ArrayLike, axis: int = -1) -> NDArray[np.float32]:
         import numpy as np
 
         x32 = _f32(x)
         shifted = np.exp(x32 - x32.max(axis=axis, keepdims=True))
-        return shifted / shifted.sum(axis=axis, keepdims=True)
+        return _f32(shifted / shifted.sum(axis=axis, keepdims=True))
 
 
 def _f32(x: ArrayLike) -> NDArray[np.float32]:
+    # No copy when ``x`` is already a float32 array.
     import numpy as np
 
     return np.asarray(x, dtype=np.float32)
@@ -83,4 +84,4 @@ def _erf(x: NDArray[np.float32]) -> NDArray[np.float32]:
     poly = np.zeros_like(ax)
     for coefficient in reversed(_ERF_A):
         poly = (poly + np.float32(coefficient)) * t
-    return sign * (np.float32(1.0) - poly * np.exp(-ax * ax))
+    return _f32(sign * (np.float32(1.0) - poly * np.exp(-ax * ax)))

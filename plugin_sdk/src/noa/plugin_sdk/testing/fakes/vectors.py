@@ -114,9 +114,7 @@ class MemoryVectorStore:
         try:
             return self._collections[name]
         except KeyError:
-            raise NotFound(
-                f"no collection named {name!r}", code="collection_not_found"
-            ) from None
+            raise NotFound(f"no collection named {name!r}", code="collection_not_found") from None
 
 
 def _prepare(collection: _Collection, vector: Sequence[float], what: str) -> tuple[float, ...]:

@@ -1,0 +1,166 @@
+"""Fixtures shared by every test folder: installed-for-real test distributions, free
+ports and a real ``noa serve`` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent
+NOA = str(Path(sys.executable).with_name("noa"))
+
+
+def make_dist(
+    root: Path,
+    name: str,
+    entry_points: Mapping[str, Mapping[str, str]],
+    modules: Mapping[str, str],
+    version: str = "0.1.0",
+) -> Path:
+    """Write a real installed distribution (dist-info + modules) under ``root``.
+
+    importlib.metadata finds it like any pip-installed package once ``root`` is on
+    ``sys.path`` (in-process) or ``PYTHONPATH`` (subprocesses).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = []
+    for group, items in entry_points.items():
+        lines.append(f"[{group}]")
+        lines.extend(f"{key} = {target}" for key, target in items.items())
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for module, source in modules.items():
+        path = root / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return root
+
+
+@pytest.fixture
+def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``installed(name, entry_points, modules)``: install a test distribution in-process."""
+    import importlib
+
+    def install(name: str, entry_points: Mapping[str, Mapping[str, str]], modules: Mapping[str, str]) -> Path:
+        root = make_dist(tmp_path / f"site-{name}", name, entry_points, modules)
+        monkeypatch.syspath_prepend(str(root))
+        importlib.invalidate_caches()
+        return root
+
+    return install
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A real ``noa serve`` child process and where it listens."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Seconds until ``/ready`` answered 200; fails with the server's output if never."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                pytest.fail(f"noa serve exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=1.0).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"noa serve not ready after {timeout} s:\n{self.output()}")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"noa serve ignored SIGTERM for {timeout} s:\n{self.output()}")
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    """``serve(*args, env=..., pythonpath=[...])`` starts ``noa serve`` in ``tmp_path``."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, env: Mapping[str, str] | None = None, pythonpath: list[Path] | None = None) -> ServerProcess:
+        port = free_port()
+        log = tmp_path / f"serve-{port}.log"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("NOA_")}
+        environ.update(env or {})
+        if pythonpath:
+            environ["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                [NOA, "serve", "--port", str(port), *args],
+                cwd=tmp_path,
+                env=environ,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        server = ServerProcess(proc, port, log)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def run_noa(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
+            pythonpath: list[Path] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real ``noa`` command; returns the completed process (text output)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NOA_")}
+    environ.update(env or {})
+    if pythonpath:
+        environ["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+    return subprocess.run([NOA, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def noa_cli(tmp_path: Path) -> Any:
+    """``noa_cli(*args, env=..., pythonpath=..., cwd=...)`` runs the real ``noa`` command."""
+
+    def run(*args: str, cwd: Path | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return run_noa(*args, cwd=cwd or tmp_path, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def dist_factory(tmp_path: Path) -> Any:
+    """``dist_factory(name, entry_points, modules)`` writes a distribution for PYTHONPATH."""
+
+    def make(name: str, entry_points: Mapping[str, Mapping[str, str]], modules: Mapping[str, str]) -> Path:
+        return make_dist(tmp_path / f"site-{name}", name, entry_points, modules)
+
+    return make
