@@ -61,7 +61,8 @@ class DriverSlots:
                 name=name,
                 invoke_on_load=False,
                 on_load_failure_callback=on_failure,
-                verify_requirements=False,
+                # We raise one DriverLoadError below; stevedore's own warning would repeat it.
+                on_missing_entrypoints_callback=lambda _names: None,
             )
         except NoMatches:
             cause = failures[0] if failures else "no driver of that name is installed"
