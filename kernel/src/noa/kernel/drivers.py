@@ -50,6 +50,10 @@ class DriverSlots:
         if slot in self._loaded:
             return self._loaded[slot]
         name = self.choice(slot)
+        available = self.available(slot)
+        if name not in available:
+            # Checked here: stevedore would log its own warning before we raise ours.
+            raise DriverLoadError(slot, name, available, "no driver of that name is installed")
         failures: list[str] = []
 
         def on_failure(_manager: Any, entry_point: Any, exc: BaseException) -> None:
@@ -61,8 +65,6 @@ class DriverSlots:
                 name=name,
                 invoke_on_load=False,
                 on_load_failure_callback=on_failure,
-                # We raise one DriverLoadError below; stevedore's own warning would repeat it.
-                on_missing_entrypoints_callback=lambda _names: None,
             )
         except NoMatches:
             cause = failures[0] if failures else "no driver of that name is installed"

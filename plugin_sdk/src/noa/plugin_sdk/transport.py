@@ -40,7 +40,9 @@ class Middleware(msgspec.Struct, frozen=True, kw_only=True):
 
     It runs inside the HTTP core's request-id layer (``scope["state"]["request_id"]`` is
     set) and outside admission control and the request timeout, so it sees every
-    response, the core's own 503 and 504 included.
+    response, the core's own 503 and 504 included. Once the response has started,
+    ``scope["state"]["status"]`` holds its status code: read it rather than wrapping
+    ``send``.
     """
 
     factory: Callable[[ASGIApp], ASGIApp]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 from collections.abc import Collection
+from typing import Any
 
 from noa.builtin_plugins.http.errors import error_body
 from noa.plugin_sdk.transport import ASGIApp, Message, Receive, Scope, Send
@@ -70,33 +71,45 @@ class RequestCore:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_id(scope["headers"]) or uuid.uuid4().hex
+        rid = _incoming_id(scope["headers"]) or os.urandom(16).hex()
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
         state["request_id"] = rid
         id_header = (_HEADER, rid.encode("ascii"))
-        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", ()), id_header]
+                # Inner layers read the status here instead of wrapping send again.
+                state["status"] = message["status"]
+                headers = message.get("headers")
+                if isinstance(headers, list):
+                    headers.append(id_header)
+                else:
+                    message["headers"] = [*(headers or ()), id_header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error outside the router (request_id=%s)", rid)
-            if not started:
+            if "status" not in state:
                 await _reply(send_with_id, 500, "internal server error", rid)
 
 
 class Admission:
-    """Innermost core layer: the in-flight bound and the request timeout."""
+    """Innermost core layer: the in-flight bound and the request timeout.
 
-    __slots__ = ("app", "in_flight", "max_in_flight", "probe_paths", "retry_after", "timeout_s")
+    The timeout is enforced by one reaper task per worker that wakes every
+    ``timeout_s / 20`` (between 10 ms and 1 s) and cancels requests past their
+    deadline, instead of a timer per request: ``asyncio.timeout`` costs several
+    microseconds on every request, which is most of this layer's budget.
+    """
+
+    __slots__ = (
+        "_deadlines", "_expired", "_reaper", "app", "in_flight", "max_in_flight",
+        "probe_paths", "retry_after", "tick_s", "timeout_s",
+    )
 
     def __init__(
         self,
@@ -110,15 +123,20 @@ class Admission:
         self.app = app
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
+        self.tick_s = min(1.0, max(0.01, timeout_s / 20))
         self.retry_after = str(retry_after_s).encode()
         self.probe_paths = frozenset(probe_paths)
         self.in_flight = 0
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.probe_paths:
             await self.app(scope, receive, send)
             return
-        rid = scope.get("state", {}).get("request_id")
+        state = scope["state"]  # set by RequestCore, as is state["status"] once started
+        rid = state.get("request_id")
         if self.in_flight >= self.max_in_flight:
             await _reply(
                 send,
@@ -129,20 +147,32 @@ class Admission:
                 extra=((b"retry-after", self.retry_after),),
             )
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        self._deadlines[task] = loop.time() + self.timeout_s
+        if self._reaper is None or self._reaper.done():
+            self._reaper = loop.create_task(self._reap(), name="noa-request-timeouts")
         self.in_flight += 1
         try:
-            async with asyncio.timeout(self.timeout_s):
-                await self.app(scope, receive, tracking_send)
-        except TimeoutError:
-            if not started:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            self._expired.discard(task)
+            task.uncancel()
+            if "status" not in state:
                 await _reply(send, 504, f"the request took longer than {self.timeout_s:g} s", rid)
         finally:
             self.in_flight -= 1
+            self._deadlines.pop(task, None)
+
+    async def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._deadlines:
+            await asyncio.sleep(self.tick_s)
+            now = loop.time()
+            for task, deadline in list(self._deadlines.items()):
+                if deadline <= now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()

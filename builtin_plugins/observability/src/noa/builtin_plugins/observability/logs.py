@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from noa.builtin_plugins.observability.accesslog import JsonAccessLog, StructlogAccessLog
 from noa.builtin_plugins.observability.config import ObservabilityConfig
 
 __all__ = ["access_logger", "configure_logging"]
@@ -67,5 +68,8 @@ def configure_logging(config: ObservabilityConfig) -> None:
     root.setLevel(level)
 
 
-def access_logger() -> Any:
-    return structlog.get_logger("noa.access")
+def access_logger(config: ObservabilityConfig) -> JsonAccessLog | StructlogAccessLog:
+    """The access log writer for the configured format."""
+    if config.log_format == "json":
+        return JsonAccessLog()
+    return StructlogAccessLog(structlog.get_logger("noa.access"))

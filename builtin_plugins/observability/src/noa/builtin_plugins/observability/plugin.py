@@ -70,7 +70,8 @@ def noa_register_middleware(middleware: Registry[Middleware], host: Host) -> Non
 
     config = _config(host)
     shared = _shared(host)
-    log = access_logger() if config.access_log else None
+    log = access_logger(config) if config.access_log else None
+    shared["access_log"] = log
     if shared["metrics"] is None and log is None and shared["tracer"] is None:
         return
 
@@ -85,6 +86,8 @@ def noa_shutdown(host: Host) -> None:
     shared = host.state.get(_STATE)
     if not shared:
         return
+    if shared.get("access_log") is not None:
+        shared["access_log"].flush()
     if shared["provider"] is not None:
         shared["provider"].shutdown()
     if shared["metrics"] is not None:
