@@ -53,7 +53,9 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``installed(name, entry_points, modules)``: install a test distribution in-process."""
     import importlib
 
-    def install(name: str, entry_points: Mapping[str, Mapping[str, str]], modules: Mapping[str, str]) -> Path:
+    def install(
+        name: str, entry_points: Mapping[str, Mapping[str, str]], modules: Mapping[str, str]
+    ) -> Path:
         root = make_dist(tmp_path / f"site-{name}", name, entry_points, modules)
         monkeypatch.syspath_prepend(str(root))
         importlib.invalidate_caches()
@@ -110,7 +112,9 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     """``serve(*args, env=..., pythonpath=[...])`` starts ``noa serve`` in ``tmp_path``."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, env: Mapping[str, str] | None = None, pythonpath: list[Path] | None = None) -> ServerProcess:
+    def start(
+        *args: str, env: Mapping[str, str] | None = None, pythonpath: list[Path] | None = None
+    ) -> ServerProcess:
         port = free_port()
         log = tmp_path / f"serve-{port}.log"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("NOA_")}
@@ -136,14 +140,21 @@ def serve(tmp_path: Path) -> Iterator[Any]:
             server.proc.wait()
 
 
-def run_noa(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
-            pythonpath: list[Path] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_noa(
+    *args: str,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    pythonpath: list[Path] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``noa`` command; returns the completed process (text output)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("NOA_")}
     environ.update(env or {})
     if pythonpath:
         environ["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
-    return subprocess.run([NOA, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [NOA, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -160,7 +171,41 @@ def noa_cli(tmp_path: Path) -> Any:
 def dist_factory(tmp_path: Path) -> Any:
     """``dist_factory(name, entry_points, modules)`` writes a distribution for PYTHONPATH."""
 
-    def make(name: str, entry_points: Mapping[str, Mapping[str, str]], modules: Mapping[str, str]) -> Path:
+    def make(
+        name: str, entry_points: Mapping[str, Mapping[str, str]], modules: Mapping[str, str]
+    ) -> Path:
         return make_dist(tmp_path / f"site-{name}", name, entry_points, modules)
 
     return make
+
+
+# -- services -------------------------------------------------------------------------
+# Tests marked postgres / redis / nats talk to the real service. Outside CI a missing
+# service skips them with the reason shown; under CI (CI=true) it fails them.
+
+SERVICES = {
+    "postgres": ("127.0.0.1", 5432),
+    "redis": ("127.0.0.1", 6379),
+    "nats": ("127.0.0.1", 4222),
+}
+
+
+def service_missing(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """Why the service at host:port cannot be reached, or None when it answers."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{host}:{port} unreachable ({exc.strerror or exc})"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers():
+        if marker.name in SERVICES:
+            reason = service_missing(*SERVICES[marker.name])
+            if reason is None:
+                continue
+            message = f"{marker.name} service needed: {reason}"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
+            pytest.skip(message)

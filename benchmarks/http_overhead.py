@@ -78,8 +78,9 @@ _procs: list[Proc] = []  # every server started and not yet stopped
 def spawn(cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> Proc:
     """Start a server in its own session, so cleanup can stop its whole process group."""
     with log_path.open("ab") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     _procs.append(proc)
     return proc
 
@@ -130,10 +131,12 @@ def wait_port_free(port: int, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 2.0
-         ) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method,
-                                 headers={"Content-Type": "application/json"} if body else {})
+def http(
+    method: str, url: str, body: bytes | None = None, timeout: float = 2.0
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": "application/json"} if body else {}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()
@@ -160,8 +163,17 @@ def wait_ok(proc: Proc, url: str, timeout: float = 60.0, every: float = 0.02) ->
 
 
 def install_plugin(target: Path) -> None:
-    cmd = ["uv", "pip", "install", "--python", sys.executable, "--no-deps", "--target", str(target),
-           str(ROOT / "examples" / "noa-plugin-hello")]
+    cmd = [
+        "uv",
+        "pip",
+        "install",
+        "--python",
+        sys.executable,
+        "--no-deps",
+        "--target",
+        str(target),
+        str(ROOT / "examples" / "noa-plugin-hello"),
+    ]
     log(f"installing the example plugin: {' '.join(cmd)}")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -174,13 +186,36 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def server_cmd(target: str, port: int, workers: int) -> list[str]:
     if target == "full":
-        return [str(BIN / "noa"), "serve", "--profile", "embedded", "--host", HOST,
-                "--port", str(port), "--workers", str(workers)]
+        return [
+            str(BIN / "noa"),
+            "serve",
+            "--profile",
+            "embedded",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
     # Mirrors Granian(...) in kernel/src/noa/kernel/cli/_main.py `serve`; the kill
     # timeout is ceil(server.shutdown_grace_s), 10 on the embedded profile.
-    return [str(BIN / "granian"), "--interface", "asgi", "--factory", "--host", HOST,
-            "--port", str(port), "--workers", str(workers), "--no-access-log",
-            "--workers-kill-timeout", "10", "bare_app:create_app"]
+    return [
+        str(BIN / "granian"),
+        "--interface",
+        "asgi",
+        "--factory",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--workers-kill-timeout",
+        "10",
+        "bare_app:create_app",
+    ]
 
 
 class Servers:
@@ -188,8 +223,10 @@ class Servers:
         self.work = work
         self.plugin_dir = work / "site"
         install_plugin(self.plugin_dir)
-        self.envs = {"full": clean_env(PYTHONPATH=str(self.plugin_dir)),
-                     "bare": clean_env(PYTHONPATH=str(HERE))}
+        self.envs = {
+            "full": clean_env(PYTHONPATH=str(self.plugin_dir)),
+            "bare": clean_env(PYTHONPATH=str(HERE)),
+        }
 
     def start(self, target: str, workers: int) -> tuple[Proc, int, float]:
         port = free_port()
@@ -238,10 +275,18 @@ def to_ms(text: str) -> float:
     return float(m.group(1)) * UNITS_MS[m.group(2)]
 
 
-def run_wrk(wrk: str, url: str, script: Path | None, seconds: float, threads: int,
-            connections: int) -> str:
-    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-           "--latency", "--timeout", "5s"]
+def run_wrk(
+    wrk: str, url: str, script: Path | None, seconds: float, threads: int, connections: int
+) -> str:
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
     if script:
         cmd += ["-s", str(script)]
     done = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60)
@@ -259,7 +304,9 @@ def parse_wrk(out: str, scenario: str, target: str, workers: int) -> WrkResult:
 
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return WrkResult(
-        scenario=scenario, target=target, workers=workers,
+        scenario=scenario,
+        target=target,
+        workers=workers,
         rps=float(grab(r"Requests/sec:\s+([\d.]+)")),
         p50_ms=to_ms(grab(r"\s50%\s+(\S+)")),
         p99_ms=to_ms(grab(r"\s99%\s+(\S+)")),
@@ -272,8 +319,9 @@ def parse_wrk(out: str, scenario: str, target: str, workers: int) -> WrkResult:
 # --- phases ---------------------------------------------------------------------------
 
 
-def load_phase(args: argparse.Namespace, wrk: str, servers: Servers
-               ) -> tuple[list[WrkResult], list[str]]:
+def load_phase(
+    args: argparse.Namespace, wrk: str, servers: Servers
+) -> tuple[list[WrkResult], list[str]]:
     results: list[WrkResult] = []
     notes: list[str] = []
     for workers in args.workers:
@@ -292,9 +340,11 @@ def load_phase(args: argparse.Namespace, wrk: str, servers: Servers
                     out = run_wrk(wrk, url, script, args.duration, args.threads, args.connections)
                     res = parse_wrk(out, scenario, target, workers)
                     results.append(res)
-                    log(f"    {res.rps:,.0f} req/s  p50 {res.p50_ms:.2f} ms  "
+                    log(
+                        f"    {res.rps:,.0f} req/s  p50 {res.p50_ms:.2f} ms  "
                         f"p99 {res.p99_ms:.2f} ms  non-2xx {res.non_2xx}  "
-                        f"socket errors {res.socket_errors}")
+                        f"socket errors {res.socket_errors}"
+                    )
             finally:
                 code = stop(proc)
                 wait_port_free(port)
@@ -322,42 +372,63 @@ def lifecycle_phase(servers: Servers, starts: int) -> dict[str, Any]:
         exits.append((time.monotonic() - t0, code))
         stop(proc)  # reaps, or kills a group left behind
         wait_port_free(port)
-        log(f"  ready after {took * 1000:.0f} ms; "
-            f"SIGTERM -> exit {code} after {exits[-1][0] * 1000:.0f} ms")
+        log(
+            f"  ready after {took * 1000:.0f} ms; "
+            f"SIGTERM -> exit {code} after {exits[-1][0] * 1000:.0f} ms"
+        )
     down = [e[0] for e in exits]
-    return {"ready_s": ready_s, "ready_median_s": statistics.median(ready_s),
-            "shutdown_s": down, "shutdown_median_s": statistics.median(down),
-            "exit_codes": [e[1] for e in exits]}
+    return {
+        "ready_s": ready_s,
+        "ready_median_s": statistics.median(ready_s),
+        "shutdown_s": down,
+        "shutdown_median_s": statistics.median(down),
+        "exit_codes": [e[1] for e in exits],
+    }
 
 
 def report(results: list[WrkResult], life: dict[str, Any], notes: list[str]) -> None:
     print()
-    head = (f"{'workers':>7}  {'scenario':<22} {'target':<6} {'req/s':>10} {'p50 ms':>8} "
-            f"{'p99 ms':>8}  {'non-2xx':>7}  flag")
+    head = (
+        f"{'workers':>7}  {'scenario':<22} {'target':<6} {'req/s':>10} {'p50 ms':>8} "
+        f"{'p99 ms':>8}  {'non-2xx':>7}  flag"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
         flag = "NON-2XX/ERRORS" if r.flagged else ""
-        print(f"{r.workers:>7}  {r.scenario:<22} {r.target:<6} {r.rps:>10,.0f} {r.p50_ms:>8.2f} "
-              f"{r.p99_ms:>8.2f}  {r.non_2xx:>7}  {flag}".rstrip())
+        print(
+            f"{r.workers:>7}  {r.scenario:<22} {r.target:<6} {r.rps:>10,.0f} {r.p50_ms:>8.2f} "
+            f"{r.p99_ms:>8.2f}  {r.non_2xx:>7}  {flag}".rstrip()
+        )
     print("\nratio full/bare (req/s)  target: >= 0.80 on the validated POST")
     for ratio in ratios(results):
         mark = "" if ratio["ratio"] >= 0.8 else "  (below 0.80)"
         print(f"  {ratio['workers']} worker(s)  {ratio['scenario']:<22} {ratio['ratio']:.2f}{mark}")
-    print(f"\nnoa serve spawn -> GET /ready 200: median {life['ready_median_s'] * 1000:.0f} ms "
-          f"of {', '.join(f'{s * 1000:.0f}' for s in life['ready_s'])} ms")
-    print(f"noa serve SIGTERM -> exit: median {life['shutdown_median_s'] * 1000:.0f} ms "
-          f"of {', '.join(f'{s * 1000:.0f}' for s in life['shutdown_s'])} ms; "
-          f"exit codes {life['exit_codes']}")
-    for note in notes + [f"FLAGGED: {r.target} {r.workers}w {r.scenario}: {r.non_2xx} non-2xx, "
-                         f"{r.socket_errors} socket errors" for r in results if r.flagged]:
+    print(
+        f"\nnoa serve spawn -> GET /ready 200: median {life['ready_median_s'] * 1000:.0f} ms "
+        f"of {', '.join(f'{s * 1000:.0f}' for s in life['ready_s'])} ms"
+    )
+    print(
+        f"noa serve SIGTERM -> exit: median {life['shutdown_median_s'] * 1000:.0f} ms "
+        f"of {', '.join(f'{s * 1000:.0f}' for s in life['shutdown_s'])} ms; "
+        f"exit codes {life['exit_codes']}"
+    )
+    for note in notes + [
+        f"FLAGGED: {r.target} {r.workers}w {r.scenario}: {r.non_2xx} non-2xx, "
+        f"{r.socket_errors} socket errors"
+        for r in results
+        if r.flagged
+    ]:
         print(f"NOTE: {note}")
 
 
 def ratios(results: list[WrkResult]) -> list[dict[str, Any]]:
     by = {(r.workers, r.scenario, r.target): r for r in results}
-    return [{"workers": w, "scenario": s, "ratio": by[(w, s, "full")].rps / by[(w, s, "bare")].rps}
-            for (w, s, t) in by if t == "full" and (w, s, "bare") in by and by[(w, s, "bare")].rps]
+    return [
+        {"workers": w, "scenario": s, "ratio": by[(w, s, "full")].rps / by[(w, s, "bare")].rps}
+        for (w, s, t) in by
+        if t == "full" and (w, s, "bare") in by and by[(w, s, "bare")].rps
+    ]
 
 
 def main() -> int:
@@ -383,18 +454,29 @@ def main() -> int:
         log(f"phase: setup (work dir {work})")
         wrk = ensure_wrk()
         servers = Servers(work)
-        log(f"phase: load ({args.warmup:g}s warm-up + {args.duration:g}s per run, "
-            f"{args.connections} connections, wrk -t{args.threads}, workers {args.workers})")
+        log(
+            f"phase: load ({args.warmup:g}s warm-up + {args.duration:g}s per run, "
+            f"{args.connections} connections, wrk -t{args.threads}, workers {args.workers})"
+        )
         results, notes = load_phase(args, wrk, servers)
         log("phase: lifecycle (start-to-ready, SIGTERM-to-exit)")
         life = lifecycle_phase(servers, args.starts)
         report(results, life, notes)
         if args.json:
-            args.json.write_text(json.dumps({
-                "settings": {k: str(v) if isinstance(v, Path) else v
-                             for k, v in vars(args).items()},
-                "results": [asdict(r) | {"flagged": r.flagged} for r in results],
-                "ratios": ratios(results), "lifecycle": life, "notes": notes}, indent=2))
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "settings": {
+                            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                        },
+                        "results": [asdict(r) | {"flagged": r.flagged} for r in results],
+                        "ratios": ratios(results),
+                        "lifecycle": life,
+                        "notes": notes,
+                    },
+                    indent=2,
+                )
+            )
             log(f"wrote {args.json}")
         code = 1 if any(r.flagged for r in results) or notes else 0
     except KeyboardInterrupt:

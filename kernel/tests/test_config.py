@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from noa.kernel.config import BootOptions, load
 from noa.plugin_sdk import ConfigError, PluginConfig, Secret
 from noa.plugin_sdk.config import MASK
@@ -19,7 +18,9 @@ def write(path: Path, text: str) -> Path:
 
 def test_later_layers_win_and_each_key_names_its_layer(tmp_path: Path) -> None:
     config_dir = tmp_path / "config"
-    write(config_dir / "default.toml", "[server]\nport = 9001\nworkers = 3\nshutdown_grace_s = 4.0\n")
+    write(
+        config_dir / "default.toml", "[server]\nport = 9001\nworkers = 3\nshutdown_grace_s = 4.0\n"
+    )
     write(config_dir / "embedded.toml", "[server]\nport = 9002\nworkers = 4\n")
     extra = write(tmp_path / "extra.toml", "[server]\nport = 9003\n")
     boot = BootOptions(
@@ -30,7 +31,12 @@ def test_later_layers_win_and_each_key_names_its_layer(tmp_path: Path) -> None:
     config = load(boot, environ={"NOA_SERVER__WORKERS": "5"})
 
     server = config.kernel.server
-    assert (server.port, server.workers, server.shutdown_grace_s, server.host) == (9003, 5, 4.0, "0.0.0.0")
+    assert (server.port, server.workers, server.shutdown_grace_s, server.host) == (
+        9003,
+        5,
+        4.0,
+        "0.0.0.0",
+    )
     sources = config.effective()["sources"]
     assert sources["server.port"] == f"--config {extra}"
     assert sources["server.workers"] == "environment NOA_SERVER__WORKERS"
@@ -59,7 +65,12 @@ def test_unknown_profile_is_refused_with_the_known_ones(tmp_path: Path) -> None:
     [
         ({"NOA_SERVER__PORT": "eighty"}, "server.port", "eighty", "environment NOA_SERVER__PORT"),
         ({"NOA_SERVER__PORT": "70000"}, "server.port", "70000", "environment NOA_SERVER__PORT"),
-        ({"NOA_PLUGINS__DISABLE": "[1, 2]"}, "plugins.disable.0", 1, "environment NOA_PLUGINS__DISABLE"),
+        (
+            {"NOA_PLUGINS__DISABLE": "[1, 2]"},
+            "plugins.disable.0",
+            1,
+            "environment NOA_PLUGINS__DISABLE",
+        ),
     ],
 )
 def test_invalid_value_names_key_value_and_layer(
@@ -146,7 +157,10 @@ def test_plugin_section_errors_name_the_layer(tmp_path: Path) -> None:
     config = load(BootOptions(config_dir=str(tmp_path)), environ={"NOA_DB__POOL_SIZE": "many"})
     with pytest.raises(ConfigError) as caught:
         config.bind_section("db", DbConfig)
-    assert (caught.value.key, caught.value.layer) == ("db.pool_size", "environment NOA_DB__POOL_SIZE")
+    assert (caught.value.key, caught.value.layer) == (
+        "db.pool_size",
+        "environment NOA_DB__POOL_SIZE",
+    )
 
 
 def test_env_json_values_and_string_coercion(tmp_path: Path) -> None:

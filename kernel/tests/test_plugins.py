@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from noa.kernel import BootOptions, Kernel
 from noa.kernel.plugins import order_plugins
 from noa.plugin_sdk import (
@@ -23,7 +22,9 @@ from noa.plugin_sdk import (
 )
 
 
-def boot(tmp_path: Path, *settings: tuple[str, Any], extra: dict[str, object] | None = None) -> Kernel:
+def boot(
+    tmp_path: Path, *settings: tuple[str, Any], extra: dict[str, object] | None = None
+) -> Kernel:
     overrides = tuple((key, value, f"test {key}") for key, value in settings)
     return Kernel.boot(
         BootOptions(config_dir=str(tmp_path), overrides=overrides), environ={}, extra_plugins=extra
@@ -80,8 +81,12 @@ async def test_startup_in_order_and_shutdown_in_reverse(tmp_path: Path) -> None:
     await kernel.startup()
     await kernel.shutdown()
     assert events == [
-        "start third", "start first", "start second",
-        "stop second", "stop first", "stop third",
+        "start third",
+        "start first",
+        "start second",
+        "stop second",
+        "stop first",
+        "stop third",
     ]
 
 
@@ -110,7 +115,12 @@ async def test_optional_plugin_failing_to_start_is_reported_not_fatal(tmp_path: 
 
     broken = types.ModuleType("broken")
     broken.noa_startup = noa_startup  # type: ignore[attr-defined]
-    kernel = boot(tmp_path, ("plugins.autoload", False), ("plugins.optional", ["broken"]), extra={"broken": broken})
+    kernel = boot(
+        tmp_path,
+        ("plugins.autoload", False),
+        ("plugins.optional", ["broken"]),
+        extra={"broken": broken},
+    )
     await kernel.startup()
     row = next(r for r in kernel.plugins() if r.name == "broken")
     assert (row.state, row.optional) == ("failed", True)
@@ -118,7 +128,9 @@ async def test_optional_plugin_failing_to_start_is_reported_not_fatal(tmp_path: 
     await kernel.shutdown()
 
 
-def test_plugin_that_fails_to_import_is_named_with_its_cause(tmp_path: Path, installed: Any) -> None:
+def test_plugin_that_fails_to_import_is_named_with_its_cause(
+    tmp_path: Path, installed: Any
+) -> None:
     installed(
         "noa-plugin-broken",
         {"noa.plugins": {"broken": "broken_plugin_mod"}},
@@ -171,14 +183,14 @@ def test_misspelt_hook_is_refused(tmp_path: Path) -> None:
         return None
 
     module.noa_startpu = noa_startpu  # type: ignore[attr-defined]
-    with pytest.raises(PluginLoadError, match="unknown hook.*noa_startpu"):
+    with pytest.raises(PluginLoadError, match=r"unknown hook.*noa_startpu"):
         boot(tmp_path, ("plugins.autoload", False), extra={"typo": module})
 
 
 def test_missing_required_plugin_is_an_error(tmp_path: Path) -> None:
     module = types.ModuleType("needy")
     module.PLUGIN_INFO = PluginInfo(requires=("storage_postgres",))  # type: ignore[attr-defined]
-    with pytest.raises(PluginLoadError, match="requires plugin.*storage_postgres"):
+    with pytest.raises(PluginLoadError, match=r"requires plugin.*storage_postgres"):
         boot(tmp_path, ("plugins.autoload", False), extra={"needy": module})
 
 
@@ -195,12 +207,18 @@ def test_registrar_records_contributor_and_refuses_duplicates(tmp_path: Path) ->
 
     kernel = boot(tmp_path, ("plugins.autoload", False), extra={"one": contributing("one")})
     registry = kernel.collect("noa_register_task_types", Registry[Any]("task type"))
-    assert [(c.name, c.plugin, c.item) for c in registry.contributions()] == [("embed", "one", "one")]
+    assert [(c.name, c.plugin, c.item) for c in registry.contributions()] == [
+        ("embed", "one", "one")
+    ]
 
     kernel = boot(
-        tmp_path, ("plugins.autoload", False), extra={"one": contributing("one"), "two": contributing("two")}
+        tmp_path,
+        ("plugins.autoload", False),
+        extra={"one": contributing("one"), "two": contributing("two")},
     )
-    with pytest.raises(Exception, match="task type 'embed' from plugin 'two' is already registered by plugin 'one'"):
+    with pytest.raises(
+        Exception, match="task type 'embed' from plugin 'two' is already registered by plugin 'one'"
+    ):
         kernel.collect("noa_register_task_types", Registry[Any]("task type"))
 
 
@@ -233,7 +251,11 @@ async def test_readiness_reports_each_component(tmp_path: Path) -> None:
     kernel = boot(
         tmp_path,
         ("plugins.autoload", False),
-        extra={"c": checks_plugin(ok=HealthCheck(check=ok), cache=HealthCheck(check=degraded, critical=False))},
+        extra={
+            "c": checks_plugin(
+                ok=HealthCheck(check=ok), cache=HealthCheck(check=degraded, critical=False)
+            )
+        },
     )
     report = await kernel.readiness()
     assert (report.ready, report.status) == (False, "not_ready")  # not started yet
@@ -245,13 +267,59 @@ async def test_readiness_reports_each_component(tmp_path: Path) -> None:
     kernel = boot(
         tmp_path,
         ("plugins.autoload", False),
-        extra={"c": checks_plugin(db=HealthCheck(check=failing), queue=HealthCheck(check=slow, timeout_s=0.1))},
+        extra={
+            "c": checks_plugin(
+                db=HealthCheck(check=failing), queue=HealthCheck(check=slow, timeout_s=0.1)
+            )
+        },
     )
     await kernel.startup()
     report = await kernel.readiness()
     assert (report.ready, report.status) == (False, "not_ready")
     by_name = {c.name: c for c in report.components}
     assert by_name["db"].detail == "connection refused"
-    assert (by_name["queue"].status, by_name["queue"].detail) == ("failing", "no answer within 0.1 s")
+    assert (by_name["queue"].status, by_name["queue"].detail) == (
+        "failing",
+        "no answer within 0.1 s",
+    )
     assert by_name["db"].plugin == "c"
     await kernel.shutdown()
+
+
+def test_configure_runs_once_per_plugin_in_order_with_the_host(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, int]] = []
+
+    def configuring(name: str) -> types.ModuleType:
+        module = types.ModuleType(name)
+
+        @hookimpl
+        def noa_configure(host: Any) -> None:
+            host.state.setdefault("order", []).append(name)
+            seen.append((name, host.profile, host.server.port))
+
+        module.noa_configure = noa_configure  # type: ignore[attr-defined]
+        return module
+
+    kernel = boot(
+        tmp_path,
+        ("plugins.autoload", False),
+        ("plugins.order", ["b", "a"]),
+        ("server.port", 9999),
+        extra={"a": configuring("a"), "b": configuring("b")},
+    )
+    assert seen == [("b", "embedded", 9999), ("a", "embedded", 9999)]
+    assert kernel.state["order"] == ["b", "a"]
+
+
+def test_configure_failure_names_the_plugin(tmp_path: Path) -> None:
+    module = types.ModuleType("bad")
+
+    @hookimpl
+    def noa_configure(host: Any) -> None:
+        raise ValueError("model directory missing")
+
+    module.noa_configure = noa_configure  # type: ignore[attr-defined]
+    with pytest.raises(PluginLoadError) as caught:
+        boot(tmp_path, ("plugins.autoload", False), extra={"bad": module})
+    assert caught.value.plugin == "bad"
+    assert "noa_configure failed: ValueError: model directory missing" in str(caught.value)

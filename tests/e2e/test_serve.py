@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-SLOW_PLUGIN = '''
+SLOW_PLUGIN = """
 import asyncio
 from litestar import get
 from litestar.params import FromQuery
@@ -30,20 +30,28 @@ async def slow(ms: FromQuery[int]) -> dict:
 @hookimpl
 def noa_register_routes(routes):
     routes.add("slow", RouteGroup(handlers=(slow,)))
-'''
 
-BOOM_PLUGIN = '''
+@hookimpl
+def noa_before_serve(host):
+    import os
+    with open("before-serve.log", "a") as log:
+        log.write(f"{os.getpid()}\\n")
+"""
+
+BOOM_PLUGIN = """
 from noa.plugin_sdk import hookimpl
 
 @hookimpl
 def noa_startup(host):
     raise ConnectionError("database at 10.0.0.1 unreachable")
-'''
+"""
 
 
 @pytest.fixture
 def slow_site(dist_factory: Any) -> Path:
-    return dist_factory("noa-plugin-slow", {"noa.plugins": {"slow": "slow_plugin"}}, {"slow_plugin": SLOW_PLUGIN})
+    return dist_factory(
+        "noa-plugin-slow", {"noa.plugins": {"slow": "slow_plugin"}}, {"slow_plugin": SLOW_PLUGIN}
+    )
 
 
 def test_sigterm_drains_in_flight_requests_then_exits_zero(serve: Any, slow_site: Path) -> None:
@@ -63,6 +71,13 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(serve: Any, slow_site
     assert time.monotonic() - sent < 10
 
 
+def test_before_serve_runs_once_in_the_parent(serve: Any, slow_site: Path, tmp_path: Path) -> None:
+    server = serve("--workers", "2", pythonpath=[slow_site])
+    server.wait_ready()
+    assert (tmp_path / "before-serve.log").read_text().split() == [str(server.proc.pid)]
+    assert server.terminate() == 0
+
+
 def test_metrics_totals_are_exact_across_two_workers(serve: Any) -> None:
     server = serve("--workers", "2")
     server.wait_ready()
@@ -71,22 +86,36 @@ def test_metrics_totals_are_exact_across_two_workers(serve: Any) -> None:
         assert httpx.get(server.url + "/health", headers={"Connection": "close"}).status_code == 200
     text = httpx.get(server.url + "/metrics").text
     line = next(
-        ln for ln in text.splitlines()
-        if ln.startswith("http_requests_total{") and 'route="/health"' in ln and 'status="200"' in ln
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("http_requests_total{")
+        and 'route="/health"' in ln
+        and 'status="200"' in ln
     )
     assert float(line.rsplit(" ", 1)[1]) == 40.0
     assert server.terminate() == 0
 
 
-def test_plugin_failing_to_start_stops_the_server_with_its_name(serve: Any, dist_factory: Any) -> None:
-    site = dist_factory("noa-plugin-boom", {"noa.plugins": {"boom": "boom_plugin"}}, {"boom_plugin": BOOM_PLUGIN})
+def test_plugin_failing_to_start_stops_the_server_with_its_name(
+    serve: Any, dist_factory: Any
+) -> None:
+    site = dist_factory(
+        "noa-plugin-boom", {"noa.plugins": {"boom": "boom_plugin"}}, {"boom_plugin": BOOM_PLUGIN}
+    )
     server = serve(pythonpath=[site])
     assert server.proc.wait(30) == 1
-    assert "noa: error: plugin 'boom': startup failed: ConnectionError: database at 10.0.0.1 unreachable" in server.output()
+    assert (
+        "noa: error: plugin 'boom': startup failed: ConnectionError: database at 10.0.0.1 unreachable"
+        in server.output()
+    )
 
 
-def test_optional_plugin_failing_to_start_does_not_stop_the_server(serve: Any, dist_factory: Any) -> None:
-    site = dist_factory("noa-plugin-boom", {"noa.plugins": {"boom": "boom_plugin"}}, {"boom_plugin": BOOM_PLUGIN})
+def test_optional_plugin_failing_to_start_does_not_stop_the_server(
+    serve: Any, dist_factory: Any
+) -> None:
+    site = dist_factory(
+        "noa-plugin-boom", {"noa.plugins": {"boom": "boom_plugin"}}, {"boom_plugin": BOOM_PLUGIN}
+    )
     server = serve(env={"NOA_PLUGINS__OPTIONAL": '["boom"]'}, pythonpath=[site])
     server.wait_ready()
     rows = {r["name"]: r for r in httpx.get(server.url + "/v1/plugins").json()["data"]}
@@ -107,10 +136,28 @@ def test_invalid_config_exits_2_with_one_line(noa_cli: Any) -> None:
 def test_serves_https_with_the_configured_certificate(serve: Any, tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     server = serve("--ssl-certificate", str(cert), "--ssl-keyfile", str(key))
     url = f"https://127.0.0.1:{server.port}/health"

@@ -12,7 +12,6 @@ import msgspec
 import pytest
 from litestar import get, post
 from litestar.params import FromPath, JSONBody
-
 from noa.plugin_sdk import (
     CheckResult,
     HealthCheck,
@@ -29,7 +28,11 @@ class Item(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     count: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-def api_plugin(gate: asyncio.Event | None = None, healthy: list[bool] | None = None) -> types.ModuleType:
+def api_plugin(
+    gate: asyncio.Event | None = None,
+    healthy: list[bool] | None = None,
+    arrived: asyncio.Queue[None] | None = None,
+) -> types.ModuleType:
     """A plugin with routes that exercise every error path of the core."""
     module = types.ModuleType("api")
 
@@ -57,6 +60,8 @@ def api_plugin(gate: asyncio.Event | None = None, healthy: list[bool] | None = N
     @get("/v1/gated")
     async def gated() -> dict[str, bool]:
         assert gate is not None
+        assert arrived is not None
+        arrived.put_nowait(None)
         await gate.wait()
         return {"done": True}
 
@@ -107,7 +112,11 @@ async def test_readiness_follows_component_checks(noa_boot: Any) -> None:
             response = await noa.client.get(path)
             assert response.status_code == 503
             (component,) = response.json()["components"]
-            assert (component["name"], component["plugin"], component["status"]) == ("backend", "api", "failing")
+            assert (component["name"], component["plugin"], component["status"]) == (
+                "backend",
+                "api",
+                "failing",
+            )
             assert component["detail"] == "backend down"
         healthy[0] = True
         response = await noa.client.get("/ready")
@@ -130,23 +139,37 @@ async def test_request_id_is_generated_echoed_or_replaced(noa_boot: Any) -> None
 async def test_client_mistakes_get_the_standard_error_shape(noa_boot: Any) -> None:
     async with noa_boot(["http"], extra_plugins={"api": api_plugin()}) as noa:
         assert_error(await noa.client.get("/v1/unknown"), 404, "not_found_error", "not_found")
-        assert_error(await noa.client.delete("/health"), 405, "invalid_request_error", "method_not_allowed")
+        assert_error(
+            await noa.client.delete("/health"), 405, "invalid_request_error", "method_not_allowed"
+        )
         error = assert_error(
             await noa.client.post("/v1/items", json={"name": "", "count": 1}),
-            400, "invalid_request_error", "validation_error",
+            400,
+            "invalid_request_error",
+            "validation_error",
         )
         assert error["param"] == "name"
         assert "name: Expected `str` of length >= 1" in error["message"]
         error = assert_error(
-            await noa.client.post("/v1/items", content=b"{not json", headers={"content-type": "application/json"}),
-            400, "invalid_request_error", "bad_request",
+            await noa.client.post(
+                "/v1/items", content=b"{not json", headers={"content-type": "application/json"}
+            ),
+            400,
+            "invalid_request_error",
+            "bad_request",
         )
         assert "JSON is malformed" in error["message"]
-        error = assert_error(await noa.client.post("/v1/items", json={"name": "a", "extra": 1}), 400,
-                             "invalid_request_error", "validation_error")
+        error = assert_error(
+            await noa.client.post("/v1/items", json={"name": "a", "extra": 1}),
+            400,
+            "invalid_request_error",
+            "validation_error",
+        )
         assert "unknown field `extra`" in error["message"]
         assert_error(await noa.client.get("/v1/items/abc"), 404, "not_found_error", "not_found")
-        error = assert_error(await noa.client.get("/v1/items/0"), 404, "not_found_error", "item_not_found")
+        error = assert_error(
+            await noa.client.get("/v1/items/0"), 404, "not_found_error", "item_not_found"
+        )
         assert (error["message"], error["param"]) == ("item 0 does not exist", "item_id")
         limited = await noa.client.get("/v1/items/429")
         assert_error(limited, 429, "rate_limit_error", "rate_limited")
@@ -155,7 +178,9 @@ async def test_client_mistakes_get_the_standard_error_shape(noa_boot: Any) -> No
         assert (ok.status_code, ok.json()) == (201, {"name": "pen", "count": 2})
 
 
-async def test_server_fault_is_a_generic_500_without_traceback(noa_boot: Any, caplog: pytest.LogCaptureFixture) -> None:
+async def test_server_fault_is_a_generic_500_without_traceback(
+    noa_boot: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     async with noa_boot(["http"], extra_plugins={"api": api_plugin()}) as noa:
         response = await noa.client.get("/v1/crash")
         error = assert_error(response, 500, "server_error", "internal_error")
@@ -166,15 +191,24 @@ async def test_server_fault_is_a_generic_500_without_traceback(noa_boot: Any, ca
 
 
 async def test_body_over_the_limit_is_413(noa_boot: Any) -> None:
-    async with noa_boot(["http"], config={"http": {"max_body_bytes": 64}}, extra_plugins={"api": api_plugin()}) as noa:
+    async with noa_boot(
+        ["http"], config={"http": {"max_body_bytes": 64}}, extra_plugins={"api": api_plugin()}
+    ) as noa:
         big = {"name": "x" * 20, "count": 1, "pad": "y" * 200}
-        assert_error(await noa.client.post("/v1/items", json=big), 413, "invalid_request_error", "request_too_large")
+        assert_error(
+            await noa.client.post("/v1/items", json=big),
+            413,
+            "invalid_request_error",
+            "request_too_large",
+        )
         ok = await noa.client.post("/v1/items", json={"name": "small"})
         assert ok.status_code == 201
 
 
 async def test_request_over_the_timeout_is_504(noa_boot: Any) -> None:
-    async with noa_boot(["http"], config={"http": {"request_timeout_s": 0.2}}, extra_plugins={"api": api_plugin()}) as noa:
+    async with noa_boot(
+        ["http"], config={"http": {"request_timeout_s": 0.2}}, extra_plugins={"api": api_plugin()}
+    ) as noa:
         error = assert_error(await noa.client.get("/v1/slow"), 504, "timeout_error", "timeout")
         assert "0.2 s" in error["message"]
 
@@ -182,10 +216,12 @@ async def test_request_over_the_timeout_is_504(noa_boot: Any) -> None:
 async def test_admission_control_rejects_at_once_and_keeps_probes_answering(noa_boot: Any) -> None:
     gate = asyncio.Event()
     config = {"http": {"max_in_flight": 2, "retry_after_s": 3}}
-    async with noa_boot(["http"], config=config, extra_plugins={"api": api_plugin(gate=gate)}) as noa:
+    arrived: asyncio.Queue[None] = asyncio.Queue()
+    plugin = api_plugin(gate=gate, arrived=arrived)
+    async with noa_boot(["http"], config=config, extra_plugins={"api": plugin}) as noa:
         held = [asyncio.create_task(noa.client.get("/v1/gated")) for _ in range(2)]
-        while noa.app.app.app.in_flight < 2:  # RequestCore -> Admission
-            await asyncio.sleep(0.01)
+        for _ in held:  # both requests are inside the handler
+            await asyncio.wait_for(arrived.get(), timeout=2)
         rejected = await asyncio.wait_for(noa.client.get("/v1/items/1"), timeout=2)
         error = assert_error(rejected, 503, "service_unavailable", "overloaded")
         assert rejected.headers["retry-after"] == "3"

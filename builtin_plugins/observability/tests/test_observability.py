@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from litestar import get
 from litestar.params import FromPath
-
 from noa.plugin_sdk import Registry, RouteGroup, hookimpl
 from noa.plugin_sdk.tracing import outgoing_headers
 
@@ -60,22 +59,37 @@ async def test_metrics_count_requests_by_route_template_and_status(noa_boot: Any
         text = response.text
         route = "/v1/items/{item_id}"
         assert sample(text, "http_requests_total", method="GET", route=route, status="200") == 3
-        assert sample(text, "http_requests_total", method="GET", route="<unmatched>", status="404") == 1
-        assert sample(text, "http_request_duration_seconds_count", method="GET", route=route, status="200") == 3
+        assert (
+            sample(text, "http_requests_total", method="GET", route="<unmatched>", status="404")
+            == 1
+        )
+        assert (
+            sample(
+                text, "http_request_duration_seconds_count", method="GET", route=route, status="200"
+            )
+            == 3
+        )
         assert 'le="0.005"' in text
 
 
-async def test_access_log_is_one_json_line_per_request(noa_boot: Any, capfd: pytest.CaptureFixture[str]) -> None:
+async def test_access_log_is_one_json_line_per_request(
+    noa_boot: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
     async with noa_boot(["http", "observability"], extra_plugins={"items": items_plugin()}) as noa:
         capfd.readouterr()
-        response = await noa.client.get("/v1/items/7", headers={"X-Request-ID": "req-42", "traceparent": TRACEPARENT})
+        response = await noa.client.get(
+            "/v1/items/7", headers={"X-Request-ID": "req-42", "traceparent": TRACEPARENT}
+        )
         assert response.json()["outgoing"]["traceparent"] == TRACEPARENT
     err = capfd.readouterr().err  # after shutdown, which flushes the access log buffer
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     (entry,) = [line for line in lines if line.get("event") == "request"]
     assert entry["request_id"] == "req-42"
     assert (entry["method"], entry["route"], entry["path"], entry["status"]) == (
-        "GET", "/v1/items/{item_id}", "/v1/items/7", 200,
+        "GET",
+        "/v1/items/{item_id}",
+        "/v1/items/7",
+        200,
     )
     assert entry["trace_id"] == TRACE_ID
     assert (entry["level"], entry["logger"]) == ("info", "noa.access")
@@ -83,7 +97,9 @@ async def test_access_log_is_one_json_line_per_request(noa_boot: Any, capfd: pyt
     assert isinstance(entry["duration_ms"], float)
 
 
-async def test_access_log_and_metrics_can_be_switched_off(noa_boot: Any, capfd: pytest.CaptureFixture[str]) -> None:
+async def test_access_log_and_metrics_can_be_switched_off(
+    noa_boot: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
     config = {"observability": {"access_log": False, "metrics": False}}
     async with noa_boot(["http", "observability"], config=config) as noa:
         capfd.readouterr()
@@ -93,7 +109,9 @@ async def test_access_log_and_metrics_can_be_switched_off(noa_boot: Any, capfd: 
 
 
 async def test_console_format_is_not_json(noa_boot: Any, capfd: pytest.CaptureFixture[str]) -> None:
-    async with noa_boot(["http", "observability"], config={"observability": {"log_format": "console"}}) as noa:
+    async with noa_boot(
+        ["http", "observability"], config={"observability": {"log_format": "console"}}
+    ) as noa:
         capfd.readouterr()
         await noa.client.get("/health")
         err = capfd.readouterr().err
@@ -127,7 +145,9 @@ class Collector:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def spans(self) -> list[Any]:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
 
         found = []
         for body in self.bodies:
@@ -147,9 +167,13 @@ def collector() -> Iterator[Collector]:
     running.server.server_close()
 
 
-async def test_spans_are_exported_over_otlp_and_continue_the_callers_trace(noa_boot: Any, collector: Collector) -> None:
+async def test_spans_are_exported_over_otlp_and_continue_the_callers_trace(
+    noa_boot: Any, collector: Collector
+) -> None:
     config = {"observability": {"otlp_endpoint": collector.url, "service_name": "noa-test"}}
-    async with noa_boot(["http", "observability"], config=config, extra_plugins={"items": items_plugin()}) as noa:
+    async with noa_boot(
+        ["http", "observability"], config=config, extra_plugins={"items": items_plugin()}
+    ) as noa:
         response = await noa.client.get("/v1/items/5", headers={"traceparent": TRACEPARENT})
         outgoing = response.json()["outgoing"]["traceparent"]
     # Shutting the kernel down flushes the batch processor.

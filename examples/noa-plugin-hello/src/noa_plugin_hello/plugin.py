@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
 from noa.plugin_sdk import (
     CheckResult,
     DriverSlot,
@@ -17,6 +16,7 @@ from noa.plugin_sdk import (
     RouteGroup,
     hookimpl,
 )
+
 from noa_plugin_hello.config import HelloConfig
 from noa_plugin_hello.routes import handlers
 
@@ -30,7 +30,9 @@ def noa_register_config_sections(sections: Registry[type[PluginConfig]]) -> None
 
 @hookimpl
 def noa_register_driver_slots(slots: Registry[DriverSlot]) -> None:
-    slots.add("greeter", DriverSlot(description="how the hello plugin words a greeting", default="plain"))
+    slots.add(
+        "greeter", DriverSlot(description="how the hello plugin words a greeting", default="plain")
+    )
 
 
 @hookimpl

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import get, post
-from litestar.params import FromPath, JSONBody
 from litestar.handlers import HTTPRouteHandler
-
+from litestar.params import FromPath, JSONBody
 from noa.plugin_sdk import Host, Unprocessable
+
 from noa_plugin_hello.config import HelloConfig
 
 

@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 import msgspec
-
 from noa.kernel.config import BootOptions
 from noa.kernel.runtime import Kernel
 from noa.plugin_sdk.transport import ASGIApp, Receive, Scope, Send

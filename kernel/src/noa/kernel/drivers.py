@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from stevedore import driver as stevedore_driver
-from stevedore.exception import NoMatches
-
 from noa.plugin_sdk.errors import DriverLoadError
 from noa.plugin_sdk.types import DriverSlot
+from stevedore import driver as stevedore_driver
+from stevedore.exception import NoMatches
 
 __all__ = ["DriverSlots"]
 
@@ -38,7 +37,7 @@ class DriverSlots:
             raise DriverLoadError(slot, "?", [], f"no such slot (slots: {known})")
         name = self._choices.get(slot)
         if not name:
-            raise DriverLoadError(slot, "", self.available(slot), f"set [drivers] {slot} = \"NAME\"")
+            raise DriverLoadError(slot, "", self.available(slot), f'set [drivers] {slot} = "NAME"')
         return name
 
     @staticmethod

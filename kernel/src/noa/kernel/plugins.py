@@ -13,7 +13,6 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
-
 from noa.kernel.config import PluginsSettings
 from noa.plugin_sdk.errors import PluginLoadError
 from noa.plugin_sdk.types import PluginInfo, PluginRecord
@@ -96,7 +95,9 @@ def discover(extra: Mapping[str, object] | None = None) -> dict[str, Candidate]:
     return found
 
 
-def order_plugins(names: Iterable[str], preferred: Iterable[str], infos: Mapping[str, PluginInfo]) -> list[str]:
+def order_plugins(
+    names: Iterable[str], preferred: Iterable[str], infos: Mapping[str, PluginInfo]
+) -> list[str]:
     """Topological order of ``names`` honouring declared constraints, ties broken by
     ``preferred`` then by name. A cycle is an error naming the plugins in it."""
     chosen = list(dict.fromkeys(names))
@@ -163,8 +164,11 @@ class PluginSet:
         self._given = frozenset(extra or ())
         for name in self._settings.enable:
             if name not in self.candidates and name not in self._settings.disable:
-                self._fail(name, "enabled in config but not installed (pip install noa-plugin-"
-                           f"{name.replace('_', '-')}?)")
+                self._fail(
+                    name,
+                    "enabled in config but not installed (pip install noa-plugin-"
+                    f"{name.replace('_', '-')}?)",
+                )
         objects: dict[str, object] = {}
         infos: dict[str, PluginInfo] = {}
         for name in sorted(self.candidates):

@@ -12,10 +12,9 @@ import inspect
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pluggy
-
 from noa.kernel.config import CORE_SLOTS, BootOptions, Config, load
 from noa.kernel.drivers import DriverSlots
 from noa.kernel.hookspecs import HOOKSPEC_MODULES
@@ -75,7 +74,9 @@ class Kernel:
         plugins = PluginSet(pm, config.kernel.plugins)
         plugins.load(extra_plugins)
         kernel = cls(config, pm, plugins)
-        sections = kernel.collect("noa_register_config_sections", Registry[type[PluginConfig]]("config section"))
+        sections = kernel.collect(
+            "noa_register_config_sections", Registry[type[PluginConfig]]("config section")
+        )
         for item in sections.contributions():
             config.bind_section(item.name, item.item)
         slots = Registry[DriverSlot]("driver slot")
@@ -108,7 +109,9 @@ class Kernel:
             except NoaError:
                 raise
             except Exception as exc:
-                raise PluginLoadError(plugin.name, f"{hook_name} failed: {type(exc).__name__}: {exc}") from exc
+                raise PluginLoadError(
+                    plugin.name, f"{hook_name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
         return results
 
     def collect(self, hook_name: str, registry: R) -> R:
@@ -118,7 +121,7 @@ class Kernel:
             if impl is None:
                 continue
             registry.bind(plugin.name)
-            kwargs = {"host": self}
+            kwargs: dict[str, Any] = {"host": self}
             for arg in impl.argnames:
                 if arg != "host":
                     kwargs[arg] = registry
@@ -127,7 +130,9 @@ class Kernel:
             except NoaError:
                 raise
             except Exception as exc:
-                raise PluginLoadError(plugin.name, f"{hook_name} failed: {type(exc).__name__}: {exc}") from exc
+                raise PluginLoadError(
+                    plugin.name, f"{hook_name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
         return registry
 
     # -- Host ---------------------------------------------------------------------------
@@ -189,7 +194,9 @@ class Kernel:
                 await self.shutdown()
                 raise PluginStartError(plugin.name, message) from exc
             self.plugin_set.started.add(plugin.name)
-        self._checks = self.collect("noa_register_health_checks", Registry[HealthCheck]("health check"))
+        self._checks = self.collect(
+            "noa_register_health_checks", Registry[HealthCheck]("health check")
+        )
 
     async def shutdown(self) -> None:
         """Run ``noa_shutdown`` in reverse order for every plugin that started."""
@@ -214,11 +221,12 @@ class Kernel:
         failed = [c for c in components if c.status == "failing" and c.critical]
         degraded = [c for c in components if c.status != "ok"]
         started = self._checks is not None
-        if not started or failed:
-            status = "not_ready"
-        else:
-            status = "degraded" if degraded else "ready"
-        return ReadinessReport(ready=status != "not_ready", status=status, components=tuple(components))
+        status: Literal["ready", "degraded", "not_ready"] = (
+            "not_ready" if not started or failed else "degraded" if degraded else "ready"
+        )
+        return ReadinessReport(
+            ready=status != "not_ready", status=status, components=tuple(components)
+        )
 
 
 async def _run_check(name: str, plugin: str, check: HealthCheck) -> ComponentHealth:

@@ -62,6 +62,7 @@ __all__ = [
     "PluginStartError",
     "ReadinessReport",
     "RegistrationError",
+    "Registry",
     "RouteGroup",
     "Secret",
     "ServerSettings",

@@ -100,7 +100,7 @@ class ApiError(NoaError):
     ``code`` a stable machine-readable code, ``param`` the offending input field.
     """
 
-    status_code: ClassVar[int] = 500
+    status_code: int = 500
     error_type: ClassVar[str] = "server_error"
 
     def __init__(

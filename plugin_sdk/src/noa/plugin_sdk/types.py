@@ -9,9 +9,9 @@ import msgspec
 
 __all__ = [
     "CheckResult",
-    "DriverSlot",
     "CheckStatus",
     "ComponentHealth",
+    "DriverSlot",
     "HealthCheck",
     "PluginInfo",
     "PluginRecord",

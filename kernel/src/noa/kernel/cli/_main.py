@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 import msgspec
-
 from noa.kernel.asgi import BOOT_ENV
 from noa.kernel.cli._options import (
     EXIT_FAILURE,
@@ -44,9 +43,10 @@ class CliState:
         return self._kernel
 
 
-def _merged_boot(ctx: click.Context, **kwargs: Any) -> BootOptions:
+def _merged_boot(ctx: click.Context, /, **kwargs: Any) -> BootOptions:
     """A command's own config options on top of the group's."""
-    parent: BootOptions = ctx.find_object(CliState).boot if ctx.find_object(CliState) else BootOptions()
+    state = ctx.find_object(CliState)
+    parent = state.boot if state is not None else BootOptions()
     own = boot_options(**kwargs)
     return BootOptions(
         profile=own.profile or parent.profile,
@@ -100,7 +100,7 @@ class NoaGroup(click.Group):
 @click.group(cls=NoaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @config_options
 @click.pass_context
-def main(ctx: click.Context, **kwargs: Any) -> None:
+def main(ctx: click.Context, /, **kwargs: Any) -> None:
     """NOA Unified Server: one server for APIs, tasks, inference, retrieval and plugins.
 
     Config layers, later wins: built-in defaults, the packaged profile,
@@ -117,11 +117,27 @@ def main(ctx: click.Context, **kwargs: Any) -> None:
 @click.option("--host", help="Address to bind [config server.host, default 127.0.0.1].")
 @click.option("--port", type=int, help="Port to bind [config server.port, default 8080].")
 @click.option("--workers", type=int, help="Worker processes [config server.workers, default 1].")
-@click.option("--ssl-certificate", type=click.Path(dir_okay=False), help="TLS certificate (PEM) [config server.ssl_certificate].")
-@click.option("--ssl-keyfile", type=click.Path(dir_okay=False), help="TLS private key (PEM, PKCS#8) [config server.ssl_keyfile].")
+@click.option(
+    "--ssl-certificate",
+    type=click.Path(dir_okay=False),
+    help="TLS certificate (PEM) [config server.ssl_certificate].",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(dir_okay=False),
+    help="TLS private key (PEM, PKCS#8) [config server.ssl_keyfile].",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
-          ssl_certificate: str | None, ssl_keyfile: str | None, **kwargs: Any) -> None:
+def serve(
+    ctx: click.Context,
+    /,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    ssl_certificate: str | None,
+    ssl_keyfile: str | None,
+    **kwargs: Any,
+) -> None:
     """Serve HTTP with granian until SIGTERM or SIGINT, then drain and exit 0."""
     from granian import Granian
     from granian.constants import Interfaces
@@ -136,13 +152,17 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     boot = _merged_boot(ctx, flags=flags, **kwargs)
     kernel = boot_kernel(boot)
     if not kernel.pm.hook.noa_asgi_app.get_hookimpls():
-        click.echo("noa: error: no enabled plugin builds the HTTP app: enable the 'http' plugin", err=True)
+        click.echo(
+            "noa: error: no enabled plugin builds the HTTP app: enable the 'http' plugin", err=True
+        )
         sys.exit(EXIT_FAILURE)
     with kernel_errors():
         kernel.call_each("noa_before_serve", host=kernel)
     server = kernel.server
     if bool(server.ssl_certificate) != bool(server.ssl_keyfile):
-        click.echo("noa: error: TLS needs both server.ssl_certificate and server.ssl_keyfile", err=True)
+        click.echo(
+            "noa: error: TLS needs both server.ssl_certificate and server.ssl_keyfile", err=True
+        )
         sys.exit(2)
     os.environ[BOOT_ENV] = msgspec.json.encode(boot).decode()
     scheme = "https" if server.ssl_certificate else "http"
@@ -180,7 +200,7 @@ def plugins() -> None:
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
-def plugins_list(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
+def plugins_list(ctx: click.Context, /, as_json: bool, **kwargs: Any) -> None:
     """Every discovered plugin: name, version, distribution, hooks, enabled, state, error.
 
     An optional plugin that failed to load is listed with its error; a required one
@@ -194,6 +214,35 @@ def plugins_list(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
         click.echo(render_plugins(rows))
 
 
+@plugins.command("new")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="Where to write it [default: ./noa-plugin-NAME].",
+)
+def plugins_new(name: str, directory: str | None) -> None:
+    """Write a new plugin package NAME from the SDK's template, ready to pip install.
+
+    It has an entry point, a config section, a route and tests (the plugin contract
+    and a route test) that run against a real kernel.
+    """
+    from pathlib import Path
+
+    from noa.plugin_sdk.template import render
+
+    target = Path(directory or f"noa-plugin-{name.replace('_', '-')}")
+    try:
+        written = render(name, target)
+    except (ValueError, FileExistsError) as exc:
+        click.echo(f"noa: error: {exc}", err=True)
+        sys.exit(2)
+    for path in written:
+        click.echo(f"  wrote {path}")
+    click.echo(f"next: pip install -e '{target}[test]' && noa plugins list && pytest {target}")
+
+
 @main.group("config")
 def config_group() -> None:
     """Inspect the effective configuration."""
@@ -203,7 +252,7 @@ def config_group() -> None:
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (values and sources).")
 @click.pass_context
-def config_show(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
+def config_show(ctx: click.Context, /, as_json: bool, **kwargs: Any) -> None:
     """The effective config, each key with the layer it came from; secrets masked."""
     kernel = boot_kernel(_merged_boot(ctx, **kwargs))
     effective = kernel.effective_config()
@@ -217,7 +266,7 @@ def config_show(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Print the readiness report as JSON.")
 @click.pass_context
-def check(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
+def check(ctx: click.Context, /, as_json: bool, **kwargs: Any) -> None:
     """Start every plugin, run the readiness checks once, stop. Exit 1 unless ready."""
     kernel = boot_kernel(_merged_boot(ctx, **kwargs))
 

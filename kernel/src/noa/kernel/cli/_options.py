@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import click
-
 from noa.kernel.config import BootOptions
 from noa.kernel.runtime import Kernel
 from noa.plugin_sdk.errors import ConfigError, NoaError
@@ -37,11 +36,35 @@ def parse_set(raw: str) -> tuple[str, Any]:
 def config_options(func: F) -> F:
     """The options that find config: profile, files, .env, ``--set``."""
     decorators = [
-        click.option("--profile", envvar=None, help="Config profile: embedded (default), dev, staging, prod. Env: NOA_PROFILE."),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Extra TOML config file, applied after the profile's. Env: NOA_CONFIG."),
-        click.option("--config-dir", type=click.Path(file_okay=False), help="Folder holding default.toml and <profile>.toml [default: ./config]. Env: NOA_CONFIG_DIR."),
-        click.option("--env-file", type=click.Path(dir_okay=False), help="dotenv file loaded into the environment [default: ./.env]. Env: NOA_ENV_FILE."),
-        click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Set any config key, last layer (e.g. --set server.port=9000). Repeatable."),
+        click.option(
+            "--profile",
+            envvar=None,
+            help="Config profile: embedded (default), dev, staging, prod. Env: NOA_PROFILE.",
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            help="Extra TOML config file, applied after the profile's. Env: NOA_CONFIG.",
+        ),
+        click.option(
+            "--config-dir",
+            type=click.Path(file_okay=False),
+            help="Folder holding default.toml and <profile>.toml [default: ./config]. "
+            "Env: NOA_CONFIG_DIR.",
+        ),
+        click.option(
+            "--env-file",
+            type=click.Path(dir_okay=False),
+            help="dotenv file loaded into the environment [default: ./.env]. Env: NOA_ENV_FILE.",
+        ),
+        click.option(
+            "--set",
+            "settings",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Set any config key, last layer (e.g. --set server.port=9000). Repeatable.",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)

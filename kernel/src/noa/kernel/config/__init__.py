@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import msgspec
 from dotenv import dotenv_values
-
 from noa.kernel.config._convert import convert_section, to_display
 from noa.kernel.config._layers import (
     Merged,
@@ -73,12 +72,16 @@ class Config:
         if value is None:
             raise KeyError(f"config section [{name}] is not registered by any enabled plugin")
         if not isinstance(value, kind):
-            raise TypeError(f"config section [{name}] is a {type(value).__name__}, not {kind.__name__}")
+            raise TypeError(
+                f"config section [{name}] is a {type(value).__name__}, not {kind.__name__}"
+            )
         return value
 
     def unclaimed_sections(self) -> list[str]:
         """Top-level tables no enabled plugin registered (often a disabled plugin's)."""
-        return sorted(k for k in self._merged.tree if k not in KERNEL_SECTIONS and k not in self._sections)
+        return sorted(
+            k for k in self._merged.tree if k not in KERNEL_SECTIONS and k not in self._sections
+        )
 
     def value(self, dotted: str) -> Any:
         values = self._values()
@@ -103,7 +106,12 @@ class Config:
         _mask(values, (), self._merged.secret_keys)
         sources: dict[str, str] = {}
         _walk_sources(values, (), self._merged, sources)
-        return {"profile": self.profile, "layers": self.layers, "values": values, "sources": sources}
+        return {
+            "profile": self.profile,
+            "layers": self.layers,
+            "values": values,
+            "sources": sources,
+        }
 
 
 def _mask(node: dict[str, Any], prefix: tuple[str, ...], secret_keys: set[str]) -> None:
@@ -126,7 +134,9 @@ def _walk_sources(
             out[".".join(path)] = merged.source_of(".".join(path))
 
 
-def _choose_profile(boot: BootOptions, environ: Mapping[str, str], config_dir: Path) -> tuple[str, str]:
+def _choose_profile(
+    boot: BootOptions, environ: Mapping[str, str], config_dir: Path
+) -> tuple[str, str]:
     if boot.profile:
         return boot.profile, "CLI --profile"
     if environ.get("NOA_PROFILE"):
@@ -181,7 +191,9 @@ def load(boot: BootOptions, environ: Mapping[str, str] | None = None) -> Config:
         if layer is not None:
             merged.apply(layer)
             if not layer.label.startswith("environment ") or "environment" not in layers:
-                layers.append("environment" if layer.label.startswith("environment ") else layer.label)
+                layers.append(
+                    "environment" if layer.label.startswith("environment ") else layer.label
+                )
     merged.tree["profile"] = profile
     merged.sources["profile"] = profile_source
     merged.resolve_secrets(environ)

@@ -6,7 +6,6 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
-
 from noa.kernel.config._layers import Merged
 from noa.plugin_sdk.config import MASK, Secret
 from noa.plugin_sdk.errors import ConfigError
@@ -43,8 +42,9 @@ def _config_error(merged: Merged, prefix: str | None, message: str) -> ConfigErr
     unknown = _UNKNOWN.search(reason)
     if unknown:
         parts.append(unknown.group("field"))
-        reason = f"unknown key (a typo? see docs/configuration.md for the keys of [{prefix or parts[0]}])"
-    dotted = ".".join([*( [prefix] if prefix else []), *parts]) or (prefix or "<root>")
+        section = prefix or parts[0]
+        reason = f"unknown key (a typo? docs/configuration.md lists the keys of [{section}])"
+    dotted = ".".join([*([prefix] if prefix else []), *parts]) or (prefix or "<root>")
     key_for_lookup = ".".join(p for p in dotted.split(".") if not p.isdigit())
     try:
         value: Any = merged.lookup(dotted)

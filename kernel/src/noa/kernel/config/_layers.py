@@ -20,7 +20,9 @@ from noa.plugin_sdk.errors import ConfigError
 __all__ = ["BOOTSTRAP_ENV", "Layer", "Merged", "SecretRef", "env_layer", "toml_layer"]
 
 # Environment variables that steer loading itself rather than naming a config key.
-BOOTSTRAP_ENV = frozenset({"NOA_PROFILE", "NOA_CONFIG", "NOA_CONFIG_DIR", "NOA_ENV_FILE", "NOA_BOOT"})
+BOOTSTRAP_ENV = frozenset(
+    {"NOA_PROFILE", "NOA_CONFIG", "NOA_CONFIG_DIR", "NOA_ENV_FILE", "NOA_BOOT"}
+)
 ENV_PREFIX = "NOA_"
 
 
@@ -113,7 +115,9 @@ class Merged:
         """Replace every secret reference with its value; remember those keys to mask."""
         self._resolve(self.tree, (), environ)
 
-    def _resolve(self, node: dict[str, Any], prefix: tuple[str, ...], environ: Mapping[str, str]) -> None:
+    def _resolve(
+        self, node: dict[str, Any], prefix: tuple[str, ...], environ: Mapping[str, str]
+    ) -> None:
         for key, value in node.items():
             dotted = ".".join((*prefix, key))
             if isinstance(value, SecretRef):
@@ -136,7 +140,7 @@ class Merged:
 
 def _as_secret_ref(value: Any) -> SecretRef | None:
     if isinstance(value, Mapping) and len(value) == 1:
-        (kind, target), = value.items()
+        ((kind, target),) = value.items()
         if kind in ("env", "file") and isinstance(target, str):
             return SecretRef(kind, target)
     return None

@@ -6,10 +6,9 @@ Every other top-level table belongs to the plugin that registered it.
 from __future__ import annotations
 
 import msgspec
-
 from noa.plugin_sdk.types import ServerSettings
 
-__all__ = ["KERNEL_SECTIONS", "CORE_SLOTS", "PluginsSettings"]
+__all__ = ["CORE_SLOTS", "KERNEL_SECTIONS", "PluginsSettings"]
 
 # The driver slots the kernel owns, with the driver each uses when config names none.
 CORE_SLOTS: dict[str, str] = {

@@ -29,7 +29,8 @@ def noa_register_config_sections(sections: Registry[type[PluginConfig]]) -> None
 
 @hookspec
 def noa_register_driver_slots(slots: Registry[DriverSlot]) -> None:
-    """Declare extra driver slots: ``slots.add("greeter", DriverSlot(description=..., default="plain"))``.
+    """Declare extra driver slots: ``slots.add("greeter", DriverSlot(description=...,
+    default="plain"))``.
 
     The kernel already owns ``storage``, ``cache``, ``vectors``, ``broker`` and
     ``device``. A slot named ``x`` loads drivers from the entry-point group

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["KernelUnderTest", "boot"]
+__all__ = ["KernelUnderTest", "boot", "boot_kernel"]
 
 
 def _flatten(prefix: str, value: Any, out: list[tuple[str, Any, str]]) -> None:
@@ -35,6 +35,31 @@ class KernelUnderTest:
         self.client = client
 
 
+def boot_kernel(
+    plugins: Sequence[str] = ("http",),
+    *,
+    config: Mapping[str, Any] | None = None,
+    extra_plugins: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    profile: str = "embedded",
+) -> Any:
+    """A booted (not started) kernel with only ``plugins``; see :func:`boot`."""
+    from noa.kernel import BootOptions, Kernel
+
+    overrides: list[tuple[str, Any, str]] = [
+        ("plugins.autoload", False, "test harness"),
+        ("plugins.enable", list(plugins), "test harness"),
+    ]
+    _flatten("", dict(config or {}), overrides)
+    with tempfile.TemporaryDirectory(prefix="noa-test-") as empty_dir:
+        options = BootOptions(
+            profile=profile,
+            config_dir=empty_dir,
+            overrides=tuple(o for o in overrides if o[0]),
+        )
+        return Kernel.boot(options, environ=dict(environ or {}), extra_plugins=extra_plugins)
+
+
 @asynccontextmanager
 async def boot(
     plugins: Sequence[str] = ("http",),
@@ -49,27 +74,16 @@ async def boot(
     ``config`` is a nested mapping applied as the last layer (``{"http": {"max_in_flight": 2}}``).
     Shuts the kernel down on exit.
     """
-    from noa.kernel import BootOptions, Kernel
     from noa.kernel.asgi import build
 
-    overrides: list[tuple[str, Any, str]] = [
-        ("plugins.autoload", False, "test harness"),
-        ("plugins.enable", [*plugins, *(extra_plugins or {})], "test harness"),
-    ]
-    _flatten("", dict(config or {}), overrides)
-    with tempfile.TemporaryDirectory(prefix="noa-test-") as empty_dir:
-        boot_options = BootOptions(
-            profile=profile,
-            config_dir=empty_dir,
-            env_file=f"{empty_dir}/.env",
-            overrides=tuple(o for o in overrides if o[0]),
-        )
-        kernel = Kernel.boot(boot_options, environ=dict(environ or {}), extra_plugins=extra_plugins)
-        app = build(kernel)
-        await kernel.startup()
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://noa.test") as client:
-                yield KernelUnderTest(kernel, app, client)
-        finally:
-            await kernel.shutdown()
+    kernel = boot_kernel(
+        plugins, config=config, extra_plugins=extra_plugins, environ=environ, profile=profile
+    )
+    app = build(kernel)
+    await kernel.startup()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://noa.test") as client:
+            yield KernelUnderTest(kernel, app, client)
+    finally:
+        await kernel.shutdown()

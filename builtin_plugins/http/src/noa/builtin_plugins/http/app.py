@@ -7,7 +7,6 @@ from importlib.metadata import PackageNotFoundError, version
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
-
 from noa.builtin_plugins.http.config import HttpConfig
 from noa.builtin_plugins.http.core import Admission, RequestCore
 from noa.builtin_plugins.http.errors import exception_handlers

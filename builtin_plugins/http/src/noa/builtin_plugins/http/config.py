@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-
 from noa.plugin_sdk import PluginConfig
 
 __all__ = ["HttpConfig"]

@@ -107,8 +107,16 @@ class Admission:
     """
 
     __slots__ = (
-        "_deadlines", "_expired", "_reaper", "app", "in_flight", "max_in_flight",
-        "probe_paths", "retry_after", "tick_s", "timeout_s",
+        "_deadlines",
+        "_expired",
+        "_reaper",
+        "app",
+        "in_flight",
+        "max_in_flight",
+        "probe_paths",
+        "retry_after",
+        "tick_s",
+        "timeout_s",
     )
 
     def __init__(

@@ -14,7 +14,6 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-
 from noa.plugin_sdk.errors import ApiError
 
 __all__ = ["error_body", "error_response", "exception_handlers", "request_id_of"]
@@ -42,7 +41,11 @@ _TYPES = {
 def default_type(status: int) -> tuple[str, str]:
     if status in _TYPES:
         return _TYPES[status]
-    return ("invalid_request_error", "bad_request") if status < 500 else ("server_error", "internal_error")
+    return (
+        ("invalid_request_error", "bad_request")
+        if status < 500
+        else ("server_error", "internal_error")
+    )
 
 
 def error_body(
@@ -79,7 +82,9 @@ def request_id_of(request: Request[Any, Any, Any]) -> str | None:
 def error_response(
     status: int, body: bytes, headers: Mapping[str, str] | None = None
 ) -> Response[bytes]:
-    return Response(content=body, status_code=status, media_type="application/json", headers=dict(headers or {}))
+    return Response(
+        content=body, status_code=status, media_type="application/json", headers=dict(headers or {})
+    )
 
 
 def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:

@@ -8,7 +8,6 @@ from typing import Any
 import msgspec
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
-
 from noa.plugin_sdk import Host, PluginRecord
 
 __all__ = ["api_handlers", "probe_handlers"]
@@ -25,7 +24,9 @@ class PluginList(msgspec.Struct, frozen=True):
 
 
 def probe_handlers(host: Host) -> list[HTTPRouteHandler]:
-    @get(["/health", "/livez", "/healthz"], summary="Liveness", tags=["probes"], sync_to_thread=False)
+    @get(
+        ["/health", "/livez", "/healthz"], summary="Liveness", tags=["probes"], sync_to_thread=False
+    )
     def health() -> Health:
         """The process is up and serving. Always 200 while the server runs."""
         return Health(status="ok", timestamp=datetime.now(UTC).isoformat())

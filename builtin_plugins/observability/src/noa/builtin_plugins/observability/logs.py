@@ -12,13 +12,17 @@ from typing import Any
 
 import msgspec
 import structlog
-
 from noa.builtin_plugins.observability.accesslog import JsonAccessLog, StructlogAccessLog
 from noa.builtin_plugins.observability.config import ObservabilityConfig
 
 __all__ = ["access_logger", "configure_logging"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
 

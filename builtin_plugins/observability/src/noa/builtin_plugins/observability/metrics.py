@@ -13,6 +13,7 @@ from typing import Any
 
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
+from noa.builtin_plugins.observability.multiproc import MULTIPROC_ENV
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,12 +23,26 @@ from prometheus_client import (
     multiprocess,
 )
 
-from noa.builtin_plugins.observability.multiproc import MULTIPROC_ENV
-
 __all__ = ["HttpMetrics"]
 
 # Latency buckets in seconds, from sub-millisecond probes to long inference calls.
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 class HttpMetrics:
@@ -72,7 +87,13 @@ class HttpMetrics:
             multiprocess.mark_process_dead(os.getpid())
 
     def handler(self, path: str) -> HTTPRouteHandler:
-        @get(path, summary="Prometheus metrics", tags=["probes"], include_in_schema=True, sync_to_thread=False)
+        @get(
+            path,
+            summary="Prometheus metrics",
+            tags=["probes"],
+            include_in_schema=True,
+            sync_to_thread=False,
+        )
         def metrics() -> Response[bytes]:
             """Prometheus text exposition of every worker's counters and histograms."""
             return Response(content=self.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,15 @@ from typing import Any
 
 from noa.builtin_plugins.observability.config import ObservabilityConfig
 from noa.builtin_plugins.observability.logs import access_logger, configure_logging
-from noa.plugin_sdk import Host, Middleware, PluginConfig, PluginInfo, Registry, RouteGroup, hookimpl
+from noa.plugin_sdk import (
+    Host,
+    Middleware,
+    PluginConfig,
+    PluginInfo,
+    Registry,
+    RouteGroup,
+    hookimpl,
+)
 
 PLUGIN_INFO = PluginInfo(
     description="structlog logs, Prometheus metrics, OpenTelemetry tracing", after=("http",)
@@ -61,7 +69,9 @@ def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     config = _config(host)
     metrics = _shared(host)["metrics"]
     if metrics is not None:
-        routes.add("metrics", RouteGroup(handlers=(metrics.handler(config.metrics_path),), probe=True))
+        routes.add(
+            "metrics", RouteGroup(handlers=(metrics.handler(config.metrics_path),), probe=True)
+        )
 
 
 @hookimpl

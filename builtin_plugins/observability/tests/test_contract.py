@@ -1,0 +1,5 @@
+from noa.plugin_sdk.testing.contracts import PluginContract
+
+
+class TestObservabilityPluginContract(PluginContract):
+    plugin = "observability"
