@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import platform
@@ -166,11 +167,14 @@ def serve(
         sys.exit(2)
     os.environ[BOOT_ENV] = msgspec.json.encode(boot).decode()
     scheme = "https" if server.ssl_certificate else "http"
-    click.echo(
-        f"noa: serving profile {kernel.profile!r} on {scheme}://{server.host}:{server.port} "
-        f"with {server.workers} worker(s)",
-        err=True,
+    message = (
+        f"serving profile {kernel.profile!r} on {scheme}://{server.host}:{server.port} "
+        f"with {server.workers} worker(s)"
     )
+    if logging.getLogger().handlers:
+        logging.getLogger("noa.kernel").info(message)
+    else:
+        click.echo(f"noa: {message}", err=True)
     Granian(
         "noa.kernel.asgi:create_app",
         factory=True,
@@ -182,7 +186,20 @@ def serve(
         ssl_key=_path(server.ssl_keyfile),
         workers_kill_timeout=math.ceil(server.shutdown_grace_s),
         log_access=False,
+        log_dictconfig=_granian_logging(),
     ).serve()
+
+
+def _granian_logging() -> dict[str, Any] | None:
+    """Send granian's own records to the root logger when a plugin has configured one
+    (observability renders them like every other line); else keep granian's format."""
+    if not logging.getLogger().handlers:
+        return None
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "loggers": {"_granian": {"handlers": [], "propagate": True}},
+    }
 
 
 def _path(value: str | None) -> Any:
