@@ -7,6 +7,7 @@ own kernel through :func:`create_app` (granian's factory mode).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -43,6 +44,10 @@ class LifespanApp:
                     print(f"noa: error: {exc}", file=sys.stderr, flush=True)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                # Everything built so far lives as long as the worker: move it out of the
+                # garbage collector's sight so collections scan only per-request objects.
+                gc.collect()
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.kernel.shutdown()

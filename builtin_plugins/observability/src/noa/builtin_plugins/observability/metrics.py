@@ -8,7 +8,9 @@ is imported here only, after the parent has exported ``PROMETHEUS_MULTIPROC_DIR`
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from typing import Any
 
 from litestar import Response, get
@@ -24,6 +26,9 @@ from prometheus_client import (
 )
 
 __all__ = ["HttpMetrics"]
+
+# Seconds between moving a worker's tallies into the shared metrics.
+FLUSH_S = 0.5
 
 # Latency buckets in seconds, from sub-millisecond probes to long inference calls.
 BUCKETS = (
@@ -46,7 +51,15 @@ BUCKETS = (
 
 
 class HttpMetrics:
-    """``http_requests_total`` and ``http_request_duration_seconds`` by method, route, status."""
+    """``http_requests_total`` and ``http_request_duration_seconds`` by method, route, status.
+
+    A request only adds to plain per-worker tallies (a dict lookup and a bisect); the
+    tallies go into the Prometheus metrics at most ``FLUSH_S`` after the first request
+    of a batch, before every scrape this worker serves, and at shutdown. Updating the
+    multiprocess metrics on every request cost more than the rest of the telemetry
+    together under load. So a scrape served by another worker can be up to
+    ``FLUSH_S`` behind this one.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -63,19 +76,42 @@ class HttpMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
-        # labels() costs a lock and a dict walk; keep the children per label set.
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # (method, route, status) -> [count, sum of seconds, count per bucket]
+        self._pending: dict[tuple[str, str, int], list[Any]] = {}
+        self._flush_armed = False
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, str(status))
-        children = self._children.get(key)
-        if children is None:
-            children = (self.requests.labels(*key), self.duration.labels(*key))
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        key = (method, route, status)
+        tally = self._pending.get(key)
+        if tally is None:
+            tally = self._pending[key] = [0, 0.0, [0] * (len(BUCKETS) + 1)]
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2][bisect_left(BUCKETS, seconds)] += 1
+        if not self._flush_armed:
+            self._flush_armed = True
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+            except RuntimeError:  # no event loop: nothing will flush later, do it now
+                self.flush()
+
+    def flush(self) -> None:
+        """Move the tallies into the Prometheus metrics (shared files under ``noa serve``)."""
+        self._flush_armed = False
+        pending, self._pending = self._pending, {}
+        for (method, route, status), (count, total, buckets) in pending.items():
+            labels = (method, route, str(status))
+            self.requests.labels(*labels).inc(count)
+            child = self.duration.labels(*labels)
+            # prometheus_client has no public call to add many observations at once;
+            # its per-bucket values are what observe() itself increments.
+            for value, n in zip(child._buckets, buckets, strict=True):
+                if n:
+                    value.inc(n)
+            child._sum.inc(total)
 
     def exposition(self) -> bytes:
+        self.flush()
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

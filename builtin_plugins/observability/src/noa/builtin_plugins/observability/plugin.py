@@ -101,4 +101,5 @@ def noa_shutdown(host: Host) -> None:
     if shared["provider"] is not None:
         shared["provider"].shutdown()
     if shared["metrics"] is not None:
+        shared["metrics"].flush()
         shared["metrics"].mark_process_dead()
