@@ -183,11 +183,16 @@ def dist_factory(tmp_path: Path) -> Any:
 # Tests marked postgres / redis / nats talk to the real service. Outside CI a missing
 # service skips them with the reason shown; under CI (CI=true) it fails them.
 
-SERVICES = {
-    "postgres": ("127.0.0.1", 5432),
-    "redis": ("127.0.0.1", 6379),
-    "nats": ("127.0.0.1", 4222),
-}
+SERVICES = {"postgres": 5432, "redis": 6379, "nats": 4222}
+
+
+def service_address(name: str) -> tuple[str, int]:
+    """Where the tests look for a service: NOA_TEST_<NAME>_ADDR=host:port, else loopback."""
+    raw = os.environ.get(f"NOA_TEST_{name.upper()}_ADDR")
+    if raw:
+        host, _, port = raw.rpartition(":")
+        return host or "127.0.0.1", int(port)
+    return "127.0.0.1", SERVICES[name]
 
 
 def service_missing(host: str, port: int, timeout: float = 1.0) -> str | None:
@@ -202,7 +207,7 @@ def service_missing(host: str, port: int, timeout: float = 1.0) -> str | None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers():
         if marker.name in SERVICES:
-            reason = service_missing(*SERVICES[marker.name])
+            reason = service_missing(*service_address(marker.name))
             if reason is None:
                 continue
             message = f"{marker.name} service needed: {reason}"
