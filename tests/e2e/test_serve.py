@@ -175,3 +175,15 @@ def test_serves_https_with_the_configured_certificate(serve: Any, tmp_path: Path
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
     assert server.terminate() == 0
+
+
+def test_port_already_in_use_is_refused_with_one_line(serve: Any, noa_cli: Any) -> None:
+    first = serve()
+    first.wait_ready()
+    second = noa_cli("serve", "--port", str(first.port), timeout=30)
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"noa: error: cannot listen on 127.0.0.1:{first.port}: the port is already in use "
+        "(is another server running?)"
+    )
+    assert first.terminate() == 0

@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 import pluggy
@@ -96,43 +96,39 @@ class Kernel:
         caller = getattr(self.pm.hook, hook_name)
         return {impl.plugin_name: impl for impl in caller.get_hookimpls()}
 
-    def call_each(self, hook_name: str, **kwargs: Any) -> dict[str, Any]:
-        """Call ``hook_name`` on each plugin in plugin order; errors name the plugin."""
+    def _call(self, hook_name: str, kwargs_for: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+        """Call ``hook_name`` on each plugin in plugin order with the arguments its
+        implementation declares; a failure names the plugin and the hook."""
         impls = self._impls(hook_name)
         results: dict[str, Any] = {}
         for plugin in self.plugin_set.loaded:
             impl = impls.get(plugin.name)
             if impl is None:
                 continue
+            kwargs = kwargs_for(plugin.name)
             try:
                 results[plugin.name] = impl.function(**{a: kwargs[a] for a in impl.argnames})
             except NoaError:
-                raise
+                raise  # already names what failed
             except Exception as exc:
                 raise PluginLoadError(
                     plugin.name, f"{hook_name} failed: {type(exc).__name__}: {exc}"
                 ) from exc
         return results
 
+    def call_each(self, hook_name: str, **kwargs: Any) -> dict[str, Any]:
+        """Call ``hook_name`` on each plugin in plugin order; errors name the plugin."""
+        return self._call(hook_name, lambda _plugin: kwargs)
+
     def collect(self, hook_name: str, registry: R) -> R:
-        impls = self._impls(hook_name)
-        for plugin in self.plugin_set.loaded:
-            impl = impls.get(plugin.name)
-            if impl is None:
-                continue
-            registry.bind(plugin.name)
-            kwargs: dict[str, Any] = {"host": self}
-            for arg in impl.argnames:
-                if arg != "host":
-                    kwargs[arg] = registry
-            try:
-                impl.function(**{a: kwargs[a] for a in impl.argnames})
-            except NoaError:
-                raise
-            except Exception as exc:
-                raise PluginLoadError(
-                    plugin.name, f"{hook_name} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+        spec = getattr(self.pm.hook, hook_name).spec
+        registrar_arg = next(a for a in spec.argnames if a != "host")
+
+        def kwargs_for(plugin: str) -> dict[str, Any]:
+            registry.bind(plugin)
+            return {"host": self, registrar_arg: registry}
+
+        self._call(hook_name, kwargs_for)
         return registry
 
     # -- Host ---------------------------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import math
 import os
 import platform
+import socket
 import sys
 from importlib.metadata import version as dist_version
 from typing import Any
@@ -61,29 +63,30 @@ def _merged_boot(ctx: click.Context, /, **kwargs: Any) -> BootOptions:
 class NoaGroup(click.Group):
     """Built-in commands plus those plugins register through ``noa_register_commands``."""
 
-    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+    def _plugin_commands(self, ctx: click.Context, *, strict: bool) -> dict[str, click.Command]:
+        """Commands plugins contribute; booting the kernel to find them may fail: with
+        ``strict`` that failure is the command's (one line, exit code), else it hides
+        plugin commands from a listing."""
+        cached = ctx.meta.get("noa.plugin_commands")
+        if cached is not None:
+            return dict(cached)
         # Commands are resolved before the group's callback runs, so build the state here.
         state = ctx.find_object(CliState)
         if state is None:
-            try:
-                state = ctx.obj = CliState(boot_options(**ctx.params))
-            except click.BadParameter:
-                return {}
-        cached = ctx.meta.get("noa.plugin_commands")
-        if cached is None:
-            try:
-                kernel = Kernel.boot(state.boot)
-            except Exception:
-                # Listing commands must not fail; running one reports the error.
-                cached = {}
-            else:
-                commands = kernel.collect("noa_register_commands", Registry[Any]("command"))
-                cached = {
-                    c.name: c.item
-                    for c in commands.contributions()
-                    if isinstance(c.item, click.Command) and c.name not in self.commands
-                }
-            ctx.meta["noa.plugin_commands"] = cached
+            state = ctx.obj = CliState(boot_options(**ctx.params))
+        try:
+            kernel = state.host() if strict else Kernel.boot(state.boot)
+        except Exception:
+            if strict:
+                raise
+            return {}
+        commands = kernel.collect("noa_register_commands", Registry[Any]("command"))
+        cached = {
+            c.name: c.item
+            for c in commands.contributions()
+            if isinstance(c.item, click.Command) and c.name not in self.commands
+        }
+        ctx.meta["noa.plugin_commands"] = cached
         return dict(cached)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -92,10 +95,14 @@ class NoaGroup(click.Group):
             return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
+        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx, strict=False)})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, cmd_name) or self._plugin_commands(ctx).get(cmd_name)
+        builtin = super().get_command(ctx, cmd_name)
+        if builtin is not None:
+            return builtin
+        with kernel_errors():
+            return self._plugin_commands(ctx, strict=True).get(cmd_name)
 
 
 @click.group(cls=NoaGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,6 +172,10 @@ def serve(
             "noa: error: TLS needs both server.ssl_certificate and server.ssl_keyfile", err=True
         )
         sys.exit(2)
+    busy = _port_in_use(server.host, server.port)
+    if busy:
+        click.echo(f"noa: error: cannot listen on {server.host}:{server.port}: {busy}", err=True)
+        sys.exit(EXIT_FAILURE)
     os.environ[BOOT_ENV] = msgspec.json.encode(boot).decode()
     scheme = "https" if server.ssl_certificate else "http"
     message = (
@@ -188,6 +199,20 @@ def serve(
         log_access=False,
         log_dictconfig=_granian_logging(),
     ).serve()
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why host:port cannot be bound, or None. granian binds with SO_REUSEPORT, so a
+    second server on a taken port would silently share it: refuse instead."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "the port is already in use (is another server running?)"
+            return exc.strerror or str(exc)
+    return None
 
 
 def _granian_logging() -> dict[str, Any] | None:

@@ -183,23 +183,23 @@ def load(boot: BootOptions, environ: Mapping[str, str] | None = None) -> Config:
     if config_file:
         path = Path(config_file)
         if not path.is_file():
-            raise ConfigError("--config", config_file, "CLI --config", "file not found")
+            given_by = "CLI --config" if boot.config_file else "environment NOA_CONFIG"
+            raise ConfigError("--config", config_file, given_by, "file not found")
         candidates.append(toml_layer(path, f"--config {config_file}"))
     candidates.extend(env_layer(environ))
     candidates.extend(dotted_layer(label, key, value) for key, value, label in boot.overrides)
     for layer in candidates:
-        if layer is not None:
-            merged.apply(layer)
-            if not layer.label.startswith("environment ") or "environment" not in layers:
-                layers.append(
-                    "environment" if layer.label.startswith("environment ") else layer.label
-                )
+        if layer is None:
+            continue
+        merged.apply(layer)
+        # One entry for the environment however many variables it contributed.
+        label = "environment" if layer.label.startswith("environment ") else layer.label
+        if label not in layers:
+            layers.append(label)
     merged.tree["profile"] = profile
     merged.sources["profile"] = profile_source
     merged.resolve_secrets(environ)
 
     kernel_raw = {k: v for k, v in merged.tree.items() if k in KERNEL_SECTIONS}
     kernel = convert_section(merged, None, kernel_raw, KernelSections)
-    drivers = {**CORE_SLOTS, **kernel.drivers}
-    kernel = msgspec.structs.replace(kernel, drivers=drivers)
     return Config(merged, kernel, layers)
