@@ -96,6 +96,18 @@ class ServerProcess:
             time.sleep(0.05)
         pytest.fail(f"noa serve not ready after {timeout} s:\n{self.output()}")
 
+    def wait_listening(self, timeout: float = 30.0) -> httpx.Response:
+        """The first answer of ``/ready``, whatever its status."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                pytest.fail(f"noa serve exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                return httpx.get(self.url + "/ready", timeout=1.0)
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        pytest.fail(f"noa serve not listening after {timeout} s:\n{self.output()}")
+
     def terminate(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

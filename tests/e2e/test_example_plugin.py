@@ -18,9 +18,8 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def hello_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("hello-site")
+def pip_install(package: Path, target: Path) -> Path:
+    """``pip install`` a package into ``target``, a folder the tests put on PYTHONPATH."""
     subprocess.run(
         [
             sys.executable,
@@ -31,12 +30,19 @@ def hello_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-deps",
             "--target",
             str(target),
-            str(REPO / "examples" / "noa-plugin-hello"),
+            str(package),
         ],
         check=True,
         timeout=300,
     )
     return target
+
+
+@pytest.fixture(scope="module")
+def hello_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pip_install(
+        REPO / "examples" / "noa-plugin-hello", tmp_path_factory.mktemp("hello-site")
+    )
 
 
 def test_installed_plugin_is_listed_with_its_hooks(noa_cli: Any, hello_site: Path) -> None:
@@ -84,17 +90,7 @@ def test_installed_plugin_check_and_driver_follow_config(serve: Any, hello_site:
         env={"NOA_HELLO__READY": "false", "NOA_DRIVERS__GREETER": "shouting"},
         pythonpath=[hello_site],
     )
-    deadline_ok = False
-    for _ in range(300):
-        try:
-            response = httpx.get(server.url + "/ready")
-            deadline_ok = True
-            break
-        except httpx.HTTPError:
-            import time
-
-            time.sleep(0.05)
-    assert deadline_ok, server.output()
+    response = server.wait_listening()
     assert response.status_code == 503
     assert response.json()["components"][0]["detail"] == "[hello] ready is false"
     assert httpx.get(server.url + "/v1/hello/world").json()["message"] == "HELLO, WORLD!"
@@ -135,22 +131,7 @@ def test_new_plugin_from_the_template_installs_lists_and_passes_its_tests(
     package = tmp_path / "noa-plugin-weather-report"
     assert (package / "src" / "noa_plugin_weather_report" / "plugin.py").is_file()
 
-    site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(site),
-            str(package),
-        ],
-        check=True,
-        timeout=300,
-    )
+    site = pip_install(package, tmp_path / "site")
     rows = {
         r["name"]: r
         for r in json.loads(noa_cli("plugins", "list", "--json", pythonpath=[site]).stdout)
