@@ -101,3 +101,11 @@ def test_every_config_key_is_documented() -> None:
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc
         ]
     assert missing == [], "add these keys to docs/configuration.md"
+
+
+def test_plugin_sdk_needs_only_light_dependencies() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "plugin_sdk" / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=\[ ]", dep)[0] for dep in project["dependencies"]}
+    assert names == {"pluggy", "msgspec"}

@@ -187,3 +187,19 @@ def test_port_already_in_use_is_refused_with_one_line(serve: Any, noa_cli: Any) 
         "(is another server running?)"
     )
     assert first.terminate() == 0
+
+
+def test_plugin_failing_to_import_stops_serve_with_one_line(
+    noa_cli: Any, dist_factory: Any
+) -> None:
+    site = dist_factory(
+        "noa-plugin-typo",
+        {"noa.plugins": {"typo": "typo_plugin"}},
+        {"typo_plugin": "from noa.plugin_sdk import hookimpl\nimport not_installed_dependency\n"},
+    )
+    result = noa_cli("serve", pythonpath=[site])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "noa: error: plugin 'typo': cannot import typo_plugin: ModuleNotFoundError: "
+        "No module named 'not_installed_dependency'"
+    ]
