@@ -23,7 +23,7 @@ def _dec_hook(kind: type, value: Any) -> Any:
         if isinstance(value, str):
             return Secret(value)
         raise TypeError(f"a secret must be a string, not {type(value).__name__}")
-    raise NotImplementedError(f"no conversion to {kind!r}")
+    raise TypeError(f"no conversion to {kind!r}")
 
 
 def convert_section(merged: Merged, prefix: str | None, raw: Any, kind: type[T]) -> T:
@@ -61,7 +61,7 @@ def _config_error(merged: Merged, prefix: str | None, message: str) -> ConfigErr
 def _enc_hook(value: Any) -> Any:
     if isinstance(value, Secret):
         return MASK
-    raise NotImplementedError(f"cannot show {type(value).__name__}")
+    raise TypeError(f"cannot show {type(value).__name__}")
 
 
 def to_display(value: Any) -> Any:

@@ -9,6 +9,7 @@ published while it has no consumer.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -38,7 +39,7 @@ class _Work(NamedTuple):
     failures: int
 
 
-class _Worker:
+class _Worker(abc.ABC):
     """A task feeding one handler from one queue; what subscribe and consume return."""
 
     def __init__(self, broker: InProcessBroker, pattern: str, handler: MessageHandler) -> None:
@@ -61,8 +62,9 @@ class _Worker:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    @abc.abstractmethod
     async def _run(self) -> None:
-        raise NotImplementedError
+        """Feed the handler until stopped (subscription and work-queue differ)."""
 
 
 class _Subscriber(_Worker):
