@@ -19,7 +19,7 @@ from noa.kernel.config import CORE_SLOTS, BootOptions, Config, load
 from noa.kernel.drivers import DriverSlots
 from noa.kernel.hookspecs import HOOKSPEC_MODULES
 from noa.kernel.plugins import PluginSet
-from noa.plugin_sdk import PROJECT_NAME
+from noa.plugin_sdk import PROJECT_NAME, Host
 from noa.plugin_sdk.config import PluginConfig
 from noa.plugin_sdk.errors import NoaError, PluginLoadError, PluginStartError
 from noa.plugin_sdk.registry import Registry
@@ -85,7 +85,8 @@ class Kernel:
             slots.add(slot, DriverSlot(description=f"core slot {slot}", default=default))
         kernel.collect("noa_register_driver_slots", slots)
         kernel.drivers = DriverSlots(config.kernel.drivers, {n: slots.get(n) for n in slots})
-        kernel.call_each("noa_configure", host=kernel)
+        host: Host = kernel  # mypy checks here that the kernel is a complete Host
+        kernel.call_each("noa_configure", host=host)
         for name in config.unclaimed_sections():
             log.warning("config section [%s] is not used by any enabled plugin", name)
         return kernel
