@@ -7,7 +7,9 @@ What it measures, in one run:
   on (a) ``noa serve --profile embedded`` with every default plugin and middleware and
   the example plugin on PYTHONPATH, and (b) ``benchmarks/bare_app.py`` on the granian
   binary with the settings ``noa serve`` uses (asgi, factory, 127.0.0.1, same workers,
-  default runtime mode, access log off); at 1 and 2 workers; the ratio full/bare;
+  default runtime mode, access log off); at 1 and 2 workers, both servers up side by
+  side and their runs alternating for ``--rounds`` rounds (median reported); the ratio
+  full/bare;
 * the time from spawning ``noa serve`` until ``GET /ready`` first answers 200 (median
   of 3 starts), and the time from SIGTERM until it exits, with its exit code.
 
