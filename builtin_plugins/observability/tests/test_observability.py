@@ -187,3 +187,58 @@ async def test_spans_are_exported_over_otlp_and_continue_the_callers_trace(
     assert attributes["http.route"].string_value == "/v1/items/{item_id}"
     # Outgoing calls carry this span as their parent, in the caller's trace.
     assert outgoing == f"00-{TRACE_ID}-{span.span_id.hex()}-01"
+
+
+def counting_plugin() -> types.ModuleType:
+    """A plugin that counts its own events through the SDK's metrics registry."""
+    from noa.plugin_sdk.metrics import metrics_of
+
+    module = types.ModuleType("counting")
+    state: dict[str, Any] = {}
+
+    @hookimpl
+    def noa_startup(host: Any) -> None:
+        metrics = metrics_of(host.state)
+        state["jobs"] = metrics.counter("jobs_total", "Jobs done, by kind.", ("kind",))
+        assert metrics.counter("jobs_total", "Jobs done, by kind.", ("kind",)) is state["jobs"]
+
+    @get("/v1/jobs/{kind:str}", sync_to_thread=False)
+    def job(kind: FromPath[str]) -> dict[str, str]:
+        state["jobs"].labels(kind).inc()
+        return {"kind": kind}
+
+    @hookimpl
+    def noa_register_routes(routes: Registry[RouteGroup]) -> None:
+        routes.add("jobs", RouteGroup(handlers=(job,)))
+
+    module.noa_startup = noa_startup  # type: ignore[attr-defined]
+    module.noa_register_routes = noa_register_routes  # type: ignore[attr-defined]
+    return module
+
+
+async def test_plugins_metrics_are_served_with_the_http_metrics(noa_boot: Any) -> None:
+    async with noa_boot(
+        ["http", "observability"], extra_plugins={"counting": counting_plugin()}
+    ) as noa:
+        for kind in ("a", "a", "b"):
+            assert (await noa.client.get(f"/v1/jobs/{kind}")).status_code == 200
+        text = (await noa.client.get("/metrics")).text
+    assert sample(text, "jobs_total", kind="a") == 2
+    assert sample(text, "jobs_total", kind="b") == 1
+
+
+async def test_plugins_metrics_are_no_ops_without_observability(noa_boot: Any) -> None:
+    async with noa_boot(["http"], extra_plugins={"counting": counting_plugin()}) as noa:
+        assert (await noa.client.get("/v1/jobs/a")).status_code == 200
+        assert (await noa.client.get("/metrics")).status_code == 404
+
+
+def test_a_metric_name_keeps_its_kind_and_labels() -> None:
+    from noa.builtin_plugins.observability.registry import PrometheusRegistry
+
+    registry = PrometheusRegistry()
+    registry.counter("things_total", "Things.", ("a",))
+    with pytest.raises(ValueError, match="already exists as a counter"):
+        registry.histogram("things_total", "Things.", ("a",))
+    with pytest.raises(ValueError, match="with labels"):
+        registry.counter("things_total", "Things.", ("b",))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from random import getrandbits
 from collections.abc import Collection
+from random import getrandbits
 from typing import Any
 
 from noa.builtin_plugins.http.errors import error_body

@@ -16,14 +16,8 @@ from typing import Any
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
 from noa.builtin_plugins.observability.multiproc import MULTIPROC_ENV
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from noa.builtin_plugins.observability.registry import PrometheusRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 __all__ = ["HttpMetrics"]
 
@@ -61,20 +55,18 @@ class HttpMetrics:
     ``FLUSH_S`` behind this one.
     """
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+    def __init__(self, metrics: PrometheusRegistry) -> None:
+        self.registry = metrics.registry
+        self.requests = metrics.counter(
             "http_requests_total",
             "HTTP requests handled, by method, route template and status code.",
             ("method", "route", "status"),
-            registry=self.registry,
         )
-        self.duration = Histogram(
+        self.duration = metrics.histogram(
             "http_request_duration_seconds",
             "Time from request start to the end of the response, in seconds.",
             ("method", "route", "status"),
             buckets=BUCKETS,
-            registry=self.registry,
         )
         # (method, route, status) -> [count, sum of seconds, count per bucket]
         self._pending: dict[tuple[str, str, int], list[Any]] = {}
@@ -102,7 +94,7 @@ class HttpMetrics:
         for (method, route, status), (count, total, buckets) in pending.items():
             labels = (method, route, str(status))
             self.requests.labels(*labels).inc(count)
-            child = self.duration.labels(*labels)
+            child: Any = self.duration.labels(*labels)
             # prometheus_client has no public call to add many observations at once;
             # its per-bucket values are what observe() itself increments.
             for value, n in zip(child._buckets, buckets, strict=True):

@@ -16,6 +16,7 @@ from noa.plugin_sdk import (
     RouteGroup,
     hookimpl,
 )
+from noa.plugin_sdk.metrics import METRICS_STATE_KEY
 
 PLUGIN_INFO = PluginInfo(
     description="structlog logs, Prometheus metrics, OpenTelemetry tracing", after=("http",)
@@ -36,6 +37,10 @@ def noa_register_config_sections(sections: Registry[type[PluginConfig]]) -> None
 @hookimpl
 def noa_configure(host: Host) -> None:
     configure_logging(_config(host))
+    if _config(host).metrics:
+        from noa.builtin_plugins.observability.registry import PrometheusRegistry
+
+        host.state[METRICS_STATE_KEY] = PrometheusRegistry()
 
 
 @hookimpl
@@ -55,7 +60,7 @@ def _shared(host: Host) -> dict[str, Any]:
         if config.metrics:
             from noa.builtin_plugins.observability.metrics import HttpMetrics
 
-            shared["metrics"] = HttpMetrics()
+            shared["metrics"] = HttpMetrics(host.state[METRICS_STATE_KEY])
         if config.otlp_endpoint:
             from noa.builtin_plugins.observability.tracing import start_tracing
 
