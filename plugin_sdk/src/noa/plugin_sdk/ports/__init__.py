@@ -26,7 +26,7 @@ from noa.plugin_sdk.ports.broker import (
     subject_matches,
     validate_subject,
 )
-from noa.plugin_sdk.ports.cache import CachePort
+from noa.plugin_sdk.ports.cache import CACHE_STATE_KEY, CachePort, TieredCachePort
 from noa.plugin_sdk.ports.device import DevicePort
 from noa.plugin_sdk.ports.storage import SqlRunner, StoragePort
 from noa.plugin_sdk.ports.vectors import (
@@ -38,6 +38,7 @@ from noa.plugin_sdk.ports.vectors import (
 )
 
 __all__ = [
+    "CACHE_STATE_KEY",
     "COLLECTION_NAME_PATTERN",
     "DEAD_LETTER_SUFFIX",
     "DELIVERIES_HEADER",
@@ -52,6 +53,7 @@ __all__ = [
     "SqlRunner",
     "StoragePort",
     "Subscription",
+    "TieredCachePort",
     "VectorStorePort",
     "dead_letter_subject",
     "subject_matches",

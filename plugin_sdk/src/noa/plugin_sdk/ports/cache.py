@@ -7,9 +7,13 @@ something owns its encoding (msgspec is the usual choice).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["CachePort"]
+__all__ = ["CACHE_STATE_KEY", "CachePort", "TieredCachePort"]
+
+#: The ``host.state`` key under which the cache plugin offers its :class:`TieredCachePort`.
+CACHE_STATE_KEY = "noa.cache"
 
 
 @runtime_checkable
@@ -51,4 +55,31 @@ class CachePort(Protocol):
 
     async def close(self) -> None:
         """Release connections. Calling it again does nothing."""
+        ...
+
+
+class TieredCachePort(Protocol):
+    """The cache other plugins use (``host.state[CACHE_STATE_KEY]`` once the cache plugin
+    has started): this worker's memory, then the shared cache the config chose.
+
+    A failure of the shared tier is never the caller's: it falls back to memory.
+    """
+
+    async def get(self, key: str) -> bytes | None:
+        """The value, or ``None`` when no tier has it."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        """Store in every tier; ``None`` means the configured default ttl."""
+        ...
+
+    async def invalidate(self, key: str) -> None:
+        """Remove from every tier."""
+        ...
+
+    async def get_or_compute(
+        self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_s: float | None = None
+    ) -> bytes:
+        """The cached value, or ``compute()``'s, stored; concurrent callers for one key in
+        one worker share one computation."""
         ...

@@ -1,4 +1,10 @@
-"""``MemoryCache``: the reference :class:`~noa.plugin_sdk.ports.CachePort`, a bounded LRU."""
+"""``MemoryCache``: a bounded in-process LRU cache with per-entry expiry.
+
+It implements :class:`~noa.plugin_sdk.ports.CachePort`. It is the ``memory`` driver of
+the cache slot, the first tier of the tiered cache, and the reference driver the SDK's
+cache contract is checked against. It needs no event loop of its own; its methods are
+``async`` only to match the port.
+"""
 
 from __future__ import annotations
 
