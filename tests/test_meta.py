@@ -85,6 +85,7 @@ def test_booting_without_plugins_imports_no_plugin(tmp_path: Path) -> None:
 
 def test_every_config_key_is_documented() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
+    from noa.builtin_plugins.cache.config import CacheConfig
     from noa.builtin_plugins.http.config import HttpConfig
     from noa.builtin_plugins.observability.config import ObservabilityConfig
     from noa.kernel.config._schema import PluginsSettings
@@ -96,6 +97,7 @@ def test_every_config_key_is_documented() -> None:
         ("plugins", PluginsSettings),
         ("http", HttpConfig),
         ("observability", ObservabilityConfig),
+        ("cache", CacheConfig),
     ):
         missing += [
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from noa.builtin_plugins.cache.drivers import MemoryDriver
 from noa.builtin_plugins.cache.redis_driver import RedisCache
 from noa.plugin_sdk.ports.cache import CachePort

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 from litestar import get
 from litestar.params import FromPath
-from redis.asyncio import Redis
-
 from noa.builtin_plugins.cache.redis_driver import RedisCache
 from noa.builtin_plugins.cache.tiered import TieredCache
 from noa.plugin_sdk import Registry, RouteGroup, hookimpl
 from noa.plugin_sdk.memory_cache import MemoryCache
 from noa.plugin_sdk.ports.cache import CACHE_STATE_KEY
+from redis.asyncio import Redis
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 
