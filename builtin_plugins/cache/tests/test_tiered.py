@@ -226,6 +226,6 @@ async def test_malformed_redis_url_names_the_key(noa_boot: Any) -> None:
     from noa.plugin_sdk import PluginStartError
 
     config = {"drivers": {"cache": "redis"}, "cache": {"redis_url": "mysql://db"}}
-    with pytest.raises(PluginStartError, match="cache.redis_url"):
+    with pytest.raises(PluginStartError, match=r"cache\.redis_url"):
         async with noa_boot(["http", "cache"], config=config):
             pass
