@@ -104,7 +104,8 @@ def test_check_reports_components_and_exit_code(noa_cli: Any, dist_factory: Any)
     assert failing.returncode == 1
     report = json.loads(failing.stdout)
     assert report["status"] == "not_ready"
-    assert report["components"][0]["detail"] == "upstream down"
+    upstream = next(c for c in report["components"] if c["name"] == "upstream")
+    assert (upstream["plugin"], upstream["detail"]) == ("flaky", "upstream down")
 
 
 def test_version_names_the_kernel(noa_cli: Any) -> None:

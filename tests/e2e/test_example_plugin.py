@@ -81,7 +81,7 @@ def test_installed_plugin_adds_routes_and_a_readiness_check(serve: Any, hello_si
     assert refused.status_code == 400
     assert refused.json()["error"]["param"] == "repeat"
     components = httpx.get(server.url + "/ready").json()["components"]
-    assert [(c["name"], c["plugin"], c["status"]) for c in components] == [("hello", "hello", "ok")]
+    assert ("hello", "hello", "ok") in [(c["name"], c["plugin"], c["status"]) for c in components]
     assert server.terminate() == 0
 
 
@@ -92,7 +92,8 @@ def test_installed_plugin_check_and_driver_follow_config(serve: Any, hello_site:
     )
     response = server.wait_listening()
     assert response.status_code == 503
-    assert response.json()["components"][0]["detail"] == "[hello] ready is false"
+    hello = next(c for c in response.json()["components"] if c["name"] == "hello")
+    assert hello["detail"] == "[hello] ready is false"
     assert httpx.get(server.url + "/v1/hello/world").json()["message"] == "HELLO, WORLD!"
     assert server.terminate() == 0
 
@@ -109,7 +110,8 @@ def test_installed_plugin_can_be_disabled_by_config(
     server = serve(env={"NOA_PLUGINS__DISABLE": '["hello"]'}, pythonpath=[hello_site])
     server.wait_ready()
     assert httpx.get(server.url + "/v1/hello/world").status_code == 404
-    assert httpx.get(server.url + "/ready").json()["components"] == []
+    components = httpx.get(server.url + "/ready").json()["components"]
+    assert "hello" not in [c["name"] for c in components]
     assert server.terminate() == 0
 
 
