@@ -85,6 +85,7 @@ def test_booting_without_plugins_imports_no_plugin(tmp_path: Path) -> None:
 
 def test_every_config_key_is_documented() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
+    from noa.builtin_plugins.broker.config import BrokerConfig
     from noa.builtin_plugins.cache.config import CacheConfig
     from noa.builtin_plugins.http.config import HttpConfig
     from noa.builtin_plugins.observability.config import ObservabilityConfig
@@ -98,6 +99,7 @@ def test_every_config_key_is_documented() -> None:
         ("http", HttpConfig),
         ("observability", ObservabilityConfig),
         ("cache", CacheConfig),
+        ("broker", BrokerConfig),
     ):
         missing += [
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc

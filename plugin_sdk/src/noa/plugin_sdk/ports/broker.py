@@ -27,6 +27,7 @@ import msgspec
 from noa.plugin_sdk.errors import BadRequest
 
 __all__ = [
+    "BROKER_STATE_KEY",
     "DEAD_LETTER_SUFFIX",
     "DELIVERIES_HEADER",
     "BrokerPort",
@@ -37,6 +38,9 @@ __all__ = [
     "subject_matches",
     "validate_subject",
 ]
+
+#: The ``host.state`` key under which the broker plugin offers the started :class:`BrokerPort`.
+BROKER_STATE_KEY = "noa.broker"
 
 DEAD_LETTER_SUFFIX = ".dead"
 # Set on a dead letter: how many deliveries the message had before it was given up.

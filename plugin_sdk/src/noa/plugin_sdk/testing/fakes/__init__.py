@@ -5,8 +5,8 @@ driver is written against. Importing this package does not import NumPy:
 :class:`NumpyDevice` loads it on first use.
 """
 
+from noa.plugin_sdk.inprocess_broker import InProcessBroker
 from noa.plugin_sdk.memory_cache import MemoryCache
-from noa.plugin_sdk.testing.fakes.broker import InProcessBroker
 from noa.plugin_sdk.testing.fakes.device import NumpyDevice
 from noa.plugin_sdk.testing.fakes.storage import SqliteMemoryStorage, translate_placeholders
 from noa.plugin_sdk.testing.fakes.vectors import MemoryVectorStore

@@ -1,4 +1,7 @@
-"""``InProcessBroker``: the reference :class:`~noa.plugin_sdk.ports.BrokerPort`, on asyncio.
+"""``InProcessBroker``: a :class:`~noa.plugin_sdk.ports.BrokerPort` inside one process, on asyncio.
+
+It is the ``inprocess`` driver of the broker slot (the embedded profile) and the
+reference driver the SDK's broker contract is checked against.
 
 Every subscription and every consumer is one task reading its own ``asyncio.Queue``, so
 a handler sees messages one at a time and in publish order, and a slow handler never
