@@ -89,6 +89,7 @@ def test_every_config_key_is_documented() -> None:
     from noa.builtin_plugins.cache.config import CacheConfig
     from noa.builtin_plugins.http.config import HttpConfig
     from noa.builtin_plugins.observability.config import ObservabilityConfig
+    from noa.builtin_plugins.storage.config import StorageConfig
     from noa.kernel.config._schema import PluginsSettings
     from noa.plugin_sdk.types import ServerSettings
 
@@ -100,6 +101,7 @@ def test_every_config_key_is_documented() -> None:
         ("observability", ObservabilityConfig),
         ("cache", CacheConfig),
         ("broker", BrokerConfig),
+        ("storage", StorageConfig),
     ):
         missing += [
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc

@@ -25,7 +25,7 @@ from noa.plugin_sdk.testing.fakes import (
     MemoryCache,
     MemoryVectorStore,
     NumpyDevice,
-    SqliteMemoryStorage,
+    SqliteStorage,
     translate_placeholders,
 )
 
@@ -115,19 +115,19 @@ def test_subject_matches(pattern: str, subject: str, expected: bool) -> None:
     assert subject_matches(pattern, subject) is expected
 
 
-class TestSqliteMemoryStorage(StorageContract):
+class TestSqliteStorage(StorageContract):
     async def make_driver(self) -> StoragePort:
-        return SqliteMemoryStorage()
+        return SqliteStorage()
 
     async def test_statement_on_the_storage_inside_its_transaction_is_refused(self) -> None:
-        storage = SqliteMemoryStorage()
+        storage = SqliteStorage()
         async with storage.transaction():
             with pytest.raises(RuntimeError, match="transaction"):
                 await storage.execute("SELECT 1")
         await storage.close()
 
     async def test_transaction_handle_is_dead_after_the_block(self) -> None:
-        storage = SqliteMemoryStorage()
+        storage = SqliteStorage()
         async with storage.transaction() as tx:
             pass
         with pytest.raises(RuntimeError, match="ended"):

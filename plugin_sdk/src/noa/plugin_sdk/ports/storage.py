@@ -18,7 +18,10 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["SqlRunner", "StoragePort"]
+__all__ = ["STORAGE_STATE_KEY", "SqlRunner", "StoragePort"]
+
+#: The ``host.state`` key under which the storage plugin offers the started :class:`StoragePort`.
+STORAGE_STATE_KEY = "noa.storage"
 
 
 @runtime_checkable

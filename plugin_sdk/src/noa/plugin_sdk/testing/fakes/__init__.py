@@ -7,8 +7,8 @@ driver is written against. Importing this package does not import NumPy:
 
 from noa.plugin_sdk.inprocess_broker import InProcessBroker
 from noa.plugin_sdk.memory_cache import MemoryCache
+from noa.plugin_sdk.sqlite_storage import SqliteStorage, translate_placeholders
 from noa.plugin_sdk.testing.fakes.device import NumpyDevice
-from noa.plugin_sdk.testing.fakes.storage import SqliteMemoryStorage, translate_placeholders
 from noa.plugin_sdk.testing.fakes.vectors import MemoryVectorStore
 
 __all__ = [
@@ -16,6 +16,6 @@ __all__ = [
     "MemoryCache",
     "MemoryVectorStore",
     "NumpyDevice",
-    "SqliteMemoryStorage",
+    "SqliteStorage",
     "translate_placeholders",
 ]

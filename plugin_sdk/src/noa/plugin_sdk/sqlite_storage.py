@@ -1,6 +1,9 @@
-"""``SqliteMemoryStorage``: the reference :class:`~noa.plugin_sdk.ports.StoragePort`.
+"""``SqliteStorage``: a :class:`~noa.plugin_sdk.ports.StoragePort` on the standard
+library's SQLite, in memory or in a file.
 
-A real engine, not a mock: the standard library's SQLite, in memory by default. Every
+It is the base of the ``sqlite`` driver of the storage slot (the embedded profile, which
+adds WAL and a busy timeout for several worker processes) and the reference driver the
+SDK's storage contract is checked against. Every
 call runs on one worker thread so statements reach the connection one at a time and in
 order, and the event loop never blocks on the database. A transaction holds a lock that
 keeps other tasks' statements out until it ends, which makes transactions serialisable.
@@ -19,7 +22,7 @@ from typing import Any, Literal, TypeVar
 from noa.plugin_sdk.errors import Conflict
 from noa.plugin_sdk.ports.storage import SqlRunner
 
-__all__ = ["SqliteMemoryStorage", "translate_placeholders"]
+__all__ = ["SqliteStorage", "translate_placeholders"]
 
 T = TypeVar("T")
 
@@ -42,8 +45,13 @@ def translate_placeholders(sql: str) -> str:
     return _TOKENS.sub(lambda m: m.group(1) or f"?{m.group(2)}", sql)
 
 
-class SqliteMemoryStorage:
+class SqliteStorage:
     """SQLite through the storage port; ``database`` is ``":memory:"`` or a file path."""
+
+    #: How a transaction starts; a file shared by processes wants "BEGIN IMMEDIATE", so a
+    #: transaction takes the write lock up front (waiting on the busy timeout) instead of
+    #: failing when it first writes.
+    begin_statement = "BEGIN"
 
     def __init__(self, database: str = ":memory:") -> None:
         self._conn = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
@@ -72,7 +80,7 @@ class SqliteMemoryStorage:
             self._owner = asyncio.current_task()
             handle = _Transaction(self)
             try:
-                await self._call(self._conn.execute, "BEGIN")
+                await self._call(self._conn.execute, self.begin_statement)
                 try:
                     yield handle
                 except BaseException:
@@ -136,7 +144,7 @@ class SqliteMemoryStorage:
 class _Transaction:
     """The handle of one open transaction; its statements skip the lock it holds."""
 
-    def __init__(self, storage: SqliteMemoryStorage) -> None:
+    def __init__(self, storage: SqliteStorage) -> None:
         self._storage = storage
         self.finished = False
 
