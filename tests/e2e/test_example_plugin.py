@@ -120,7 +120,8 @@ def test_installed_plugin_contributes_a_cli_command(noa_cli: Any, hello_site: Pa
     bad = noa_cli("--set", "drivers.greeter=loud", "hello", "Lin", pythonpath=[hello_site])
     assert bad.returncode == 1
     assert bad.stderr.strip() == (
-        "noa: error: driver slot 'greeter' cannot load driver 'loud': no driver of that name is "
+        "noa: error: driver slot 'greeter' cannot load driver 'loud' (config key drivers.greeter): "
+        "no driver of that name is "
         "installed (available: plain, shouting)"
     )
 

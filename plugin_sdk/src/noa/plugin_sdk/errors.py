@@ -85,7 +85,8 @@ class DriverLoadError(NoaError):
         names = ", ".join(self.available) or "none installed"
         detail = f": {cause}" if cause else ""
         super().__init__(
-            f"driver slot {slot!r} cannot load driver {name!r}{detail} (available: {names})"
+            f"driver slot {slot!r} cannot load driver {name!r} (config key drivers.{slot})"
+            f"{detail} (available: {names})"
         )
 
 
