@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from litestar import get
-
 from noa.plugin_sdk import Registry, RouteGroup, hookimpl
 from noa.plugin_sdk.ports.storage import STORAGE_STATE_KEY
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -44,21 +44,26 @@ def _rows_affected(status: str) -> int:
 class _Runner:
     """Runs statements on one connection (a transaction's)."""
 
-    def __init__(self, conn: Any, timeout_s: float) -> None:
+    def __init__(self, conn: Any) -> None:
         self._conn = conn
-        self._timeout = timeout_s
 
     async def execute(self, sql: str, *params: Any) -> int:
-        status = await _translate(self._conn.execute(sql, *params, timeout=self._timeout))
-        return _rows_affected(status)
+        return _rows_affected(await _translate(self._conn.execute(sql, *params)))
 
     async def fetch(self, sql: str, *params: Any) -> list[dict[str, Any]]:
-        rows = await _translate(self._conn.fetch(sql, *params, timeout=self._timeout))
-        return [dict(row) for row in rows]
+        return [dict(row) for row in await _translate(self._conn.fetch(sql, *params))]
 
     async def fetch_one(self, sql: str, *params: Any) -> dict[str, Any] | None:
-        row = await _translate(self._conn.fetchrow(sql, *params, timeout=self._timeout))
+        row = await _translate(self._conn.fetchrow(sql, *params))
         return None if row is None else dict(row)
+
+
+def _unavailable(
+    exc: BaseException, what: str = "the database is unavailable"
+) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"{what} ({type(exc).__name__}); retry shortly", code="database_unavailable"
+    )
 
 
 async def _translate(call: Awaitable[T]) -> T:
@@ -67,10 +72,7 @@ async def _translate(call: Awaitable[T]) -> T:
     except asyncpg.exceptions.UniqueViolationError as exc:
         raise Conflict(str(exc), code="unique_violation") from exc
     except _UNAVAILABLE as exc:
-        raise ServiceUnavailable(
-            f"the database is unavailable ({type(exc).__name__}); retry shortly",
-            code="database_unavailable",
-        ) from exc
+        raise _unavailable(exc) from exc
 
 
 class PostgresStorage:
@@ -151,14 +153,12 @@ class PostgresStorage:
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
-        pool = await self._get_pool()
+        pool = self._pool or await self._get_pool()
         try:
             conn = await pool.acquire(timeout=self._acquire_timeout)
         except _UNAVAILABLE as exc:
-            raise ServiceUnavailable(
-                f"no database connection within {self._acquire_timeout:g} s "
-                f"({type(exc).__name__}); retry shortly",
-                code="database_unavailable",
+            raise _unavailable(
+                exc, f"no database connection within {self._acquire_timeout:g} s"
             ) from exc
         try:
             yield conn
@@ -166,18 +166,36 @@ class PostgresStorage:
             with contextlib.suppress(Exception):
                 await pool.release(conn)
 
-    async def _run(self, use: Callable[[_Runner], Awaitable[T]]) -> T:
-        async with self._connection() as conn:
-            return await use(_Runner(conn, self._timeout))
+    # The three one-statement calls are written out, not layered: they are the hot path.
 
     async def execute(self, sql: str, *params: Any) -> int:
-        return await self._run(lambda r: r.execute(sql, *params))
+        pool = self._pool or await self._get_pool()
+        try:
+            async with pool.acquire(timeout=self._acquire_timeout) as conn:
+                status = await conn.execute(sql, *params)
+        except asyncpg.exceptions.UniqueViolationError as exc:
+            raise Conflict(str(exc), code="unique_violation") from exc
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return _rows_affected(status)
 
     async def fetch(self, sql: str, *params: Any) -> list[dict[str, Any]]:
-        return await self._run(lambda r: r.fetch(sql, *params))
+        pool = self._pool or await self._get_pool()
+        try:
+            async with pool.acquire(timeout=self._acquire_timeout) as conn:
+                rows = await conn.fetch(sql, *params)
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return [dict(row) for row in rows]
 
     async def fetch_one(self, sql: str, *params: Any) -> dict[str, Any] | None:
-        return await self._run(lambda r: r.fetch_one(sql, *params))
+        pool = self._pool or await self._get_pool()
+        try:
+            async with pool.acquire(timeout=self._acquire_timeout) as conn:
+                row = await conn.fetchrow(sql, *params)
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return None if row is None else dict(row)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlRunner]:
@@ -185,7 +203,7 @@ class PostgresStorage:
             tx = conn.transaction()
             await _translate(tx.start())
             try:
-                yield _Runner(conn, self._timeout)
+                yield _Runner(conn)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await tx.rollback()
