@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,14 @@ log = logging.getLogger("noa.broker")
 # Extra time JetStream waits for an ack beyond the handler's own timeout before it
 # redelivers on its own (the case of a worker that died mid-message).
 ACK_WAIT_MARGIN_S = 5.0
+
+
+MSG_ID = "Nats-Msg-Id"
+
+
+def _user_headers(msg: Msg) -> dict[str, str]:
+    """The headers the publisher set (without the de-duplication id this driver adds)."""
+    return {k: v for k, v in (msg.headers or {}).items() if k != MSG_ID}
 
 
 class _Subscription:
@@ -187,6 +196,8 @@ class NatsBroker:
     ) -> None:
         validate_subject(subject, wildcards=False)
         deadline = time.monotonic() + self._publish_timeout_s
+        # One id for every try: JetStream drops a retry whose first try did arrive.
+        sent_headers = {**(headers or {}), MSG_ID: uuid.uuid4().hex}
         while True:
             try:
                 js = self._client().jetstream()
@@ -195,7 +206,7 @@ class NatsBroker:
                     self._full(subject),
                     bytes(payload),
                     timeout=min(2.0, remaining),
-                    headers=dict(headers) if headers else None,
+                    headers=sent_headers,
                 )
                 return
             except (NatsError, ServiceUnavailable, OSError) as exc:
@@ -217,7 +228,7 @@ class NatsBroker:
                     Message(
                         subject=self._short(msg.subject),
                         payload=msg.data,
-                        headers=dict(msg.headers or {}),
+                        headers=_user_headers(msg),
                     )
                 )
             except Exception:
@@ -297,7 +308,7 @@ class NatsBroker:
         ack_timeout_s: float,
     ) -> None:
         delivery = msg.metadata.num_delivered
-        headers = dict(msg.headers or {})
+        headers = _user_headers(msg)
         message = Message(subject=queue, payload=msg.data, headers=headers, delivery=delivery)
         try:
             async with asyncio.timeout(ack_timeout_s):
