@@ -78,9 +78,20 @@ class Config:
         return value
 
     def unclaimed_sections(self) -> list[str]:
-        """Top-level tables no enabled plugin registered (often a disabled plugin's)."""
+        """Top-level tables no enabled plugin registered (often a disabled plugin's),
+        leaving out those only the packaged profile set: a profile configures plugins a
+        deployment may not enable."""
         return sorted(
-            k for k in self._merged.tree if k not in KERNEL_SECTIONS and k not in self._sections
+            k
+            for k in self._merged.tree
+            if k not in KERNEL_SECTIONS and k not in self._sections and self._user_set(k)
+        )
+
+    def _user_set(self, section: str) -> bool:
+        return any(
+            not layer.startswith("packaged profile")
+            for key, layer in self._merged.sources.items()
+            if key == section or key.startswith(section + ".")
         )
 
     def value(self, dotted: str) -> Any:

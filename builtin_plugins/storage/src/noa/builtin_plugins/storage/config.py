@@ -30,3 +30,6 @@ class StorageConfig(PluginConfig, frozen=True):
     max_lifetime_s: Positive = 3600.0
     # Longest one statement may run.
     statement_timeout_s: Positive = 30.0
+    # Apply pending migrations once, in the `noa serve` parent, before workers start.
+    # Otherwise run `noa migrate apply` as a deployment step.
+    migrate_on_start: bool = False
