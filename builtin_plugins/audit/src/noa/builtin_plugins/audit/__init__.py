@@ -1,0 +1,1 @@
+"""NOA audit plugin: audit events from the broker into the database (no side effects on import)."""
