@@ -60,17 +60,23 @@ class CachePort(Protocol):
 
 class TieredCachePort(Protocol):
     """The cache other plugins use (``host.state[CACHE_STATE_KEY]`` once the cache plugin
-    has started): this worker's memory, then the shared cache the config chose.
+    has started): this worker's memory, then the shared cache the config chose, then,
+    for entries stored ``durable=True``, the database.
 
-    A failure of the shared tier is never the caller's: it falls back to memory.
+    A failure of the shared tier is never the caller's: it falls back to memory. A
+    durable write goes to the database first and fails if that fails.
     """
 
-    async def get(self, key: str) -> bytes | None:
-        """The value, or ``None`` when no tier has it."""
+    async def get(self, key: str, *, durable: bool = False) -> bytes | None:
+        """The value, or ``None`` when no tier has it (the database is asked only with
+        ``durable=True``)."""
         ...
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        """Store in every tier; ``None`` means the configured default ttl."""
+    async def set(
+        self, key: str, value: bytes, ttl_s: float | None = None, *, durable: bool = False
+    ) -> None:
+        """Store in every tier; ``None`` means the configured default ttl;
+        ``durable=True`` also keeps it in the database, across restarts."""
         ...
 
     async def invalidate(self, key: str) -> None:
@@ -78,7 +84,12 @@ class TieredCachePort(Protocol):
         ...
 
     async def get_or_compute(
-        self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_s: float | None = None
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[bytes]],
+        ttl_s: float | None = None,
+        *,
+        durable: bool = False,
     ) -> bytes:
         """The cached value, or ``compute()``'s, stored; concurrent callers for one key in
         one worker share one computation."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from noa.builtin_plugins.cache.config import CacheConfig
+from noa.builtin_plugins.cache.durable import DurableTier
 from noa.builtin_plugins.cache.tiered import TieredCache
 from noa.plugin_sdk import (
     ConfigError,
@@ -19,10 +21,37 @@ from noa.plugin_sdk.config import MASK
 from noa.plugin_sdk.memory_cache import MemoryCache
 from noa.plugin_sdk.metrics import metrics_of
 from noa.plugin_sdk.ports.cache import CACHE_STATE_KEY
+from noa.plugin_sdk.ports.storage import STORAGE_STATE_KEY
+
+log = logging.getLogger("noa.cache")
 
 PLUGIN_INFO = PluginInfo(
-    description="Cache slot drivers (memory, redis) and the tiered cache", after=("observability",)
+    description="Cache slot drivers (memory, redis) and the tiered cache",
+    after=("observability", "storage"),
 )
+
+
+@hookimpl
+def noa_register_migrations(migrations: Registry[str]) -> None:
+    migrations.add("cache", "noa.builtin_plugins.cache.piccolo_app")
+
+
+async def _durable_tier(host: Host) -> DurableTier | None:
+    storage = host.state.get(STORAGE_STATE_KEY)
+    if storage is None:
+        return None
+    tier = DurableTier(storage)
+    try:
+        await tier.purge_expired()
+    except Exception as exc:
+        log.warning(
+            "durable cache entries are off: their table is not usable (%s: %s); "
+            "run `noa migrate apply`",
+            type(exc).__name__,
+            exc,
+        )
+        return None
+    return tier
 
 
 @hookimpl
@@ -45,6 +74,7 @@ async def noa_startup(host: Host) -> None:
     cache = TieredCache(
         local,
         shared,
+        durable=await _durable_tier(host),
         shared_name=name,
         default_ttl_s=config.default_ttl_s,
         local_ttl_s=config.local_ttl_s,

@@ -1,4 +1,5 @@
-"""The tiered cache other plugins use: this worker's memory first, then the shared driver.
+"""The tiered cache other plugins use: this worker's memory first, then the shared driver,
+then (for entries stored ``durable=True``) the database.
 
 - **Reads** try memory, then the shared tier (Redis); a shared hit is copied into memory
   for at most ``local_ttl_s``.
@@ -11,8 +12,10 @@
   (or failing, if the shared tier is required) meanwhile.
 - ``cache_hits_total``, ``cache_misses_total`` and ``cache_errors_total``, by ``tier``.
 
-The database tier for entries that must survive restarts joins when the storage slot
-lands (issue 3).
+- **Durable** entries (``set(..., durable=True)``) are also written to the database
+  first, so they survive restarts; ``get(..., durable=True)`` looks there after the
+  other tiers miss and copies a hit back into them. ``invalidate`` removes from every
+  tier.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from noa.builtin_plugins.cache.durable import DurableTier
 from noa.plugin_sdk.memory_cache import MemoryCache
 from noa.plugin_sdk.metrics import MetricsRegistry, NoMetrics
 from noa.plugin_sdk.ports.cache import CachePort
@@ -38,6 +42,7 @@ class TieredCache:
         local: MemoryCache,
         shared: CachePort | None = None,
         *,
+        durable: DurableTier | None = None,
         shared_name: str = "redis",
         default_ttl_s: float = 300.0,
         local_ttl_s: float = 5.0,
@@ -48,6 +53,7 @@ class TieredCache:
     ) -> None:
         self.local = local
         self.shared = shared
+        self.durable = durable
         self.shared_name = shared_name
         self.default_ttl_s = default_ttl_s
         self.local_ttl_s = local_ttl_s
@@ -87,33 +93,45 @@ class TieredCache:
 
     # -- the API ----------------------------------------------------------------------------
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str, *, durable: bool = False) -> bytes | None:
         value = await self.local.get(key)
         if value is not None:
             self._hits.labels("memory").inc()
             return value
         self._misses.labels("memory").inc()
         shared = self._shared_usable()
-        if shared is None:
+        if shared is not None:
+            try:
+                value = await shared.get(key)
+            except Exception as exc:
+                self._shared_failed("get", exc)
+            else:
+                if value is not None:
+                    self._hits.labels(self.shared_name).inc()
+                    await self.local.set(key, value, self.local_ttl_s)
+                    return value
+                self._misses.labels(self.shared_name).inc()
+        if not durable:
             return None
-        try:
-            value = await shared.get(key)
-        except Exception as exc:
-            self._shared_failed("get", exc)
+        found = await self._durable_tier().get(key)
+        if found is None:
+            self._misses.labels("database").inc()
             return None
-        if value is None:
-            self._misses.labels(self.shared_name).inc()
-            return None
-        self._hits.labels(self.shared_name).inc()
-        await self.local.set(key, value, self.local_ttl_s)
+        self._hits.labels("database").inc()
+        value, remaining = found
+        await self._fill(key, value, remaining)
         return value
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        ttl = self.default_ttl_s if ttl_s is None else ttl_s
-        if not ttl > 0:
-            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
-        # With a shared tier, memory holds only a short-lived copy (other workers may
-        # change or invalidate the entry); alone, memory holds it for its whole ttl.
+    def _durable_tier(self) -> DurableTier:
+        if self.durable is None:
+            raise RuntimeError(
+                "durable cache entries need the storage plugin and its table "
+                "(enable 'storage', then run `noa migrate apply`)"
+            )
+        return self.durable
+
+    async def _fill(self, key: str, value: bytes, ttl: float) -> None:
+        """Put ``value`` in memory and the shared tier (best effort)."""
         local_ttl = ttl if self.shared is None else min(ttl, self.local_ttl_s)
         await self.local.set(key, value, local_ttl)
         shared = self._shared_usable()
@@ -123,6 +141,19 @@ class TieredCache:
             except Exception as exc:
                 self._shared_failed("set", exc)
 
+    async def set(
+        self, key: str, value: bytes, ttl_s: float | None = None, *, durable: bool = False
+    ) -> None:
+        ttl = self.default_ttl_s if ttl_s is None else ttl_s
+        if not ttl > 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        if durable:
+            # The database first: a durable write that fails must fail for the caller.
+            await self._durable_tier().set(key, value, ttl)
+        # With a shared tier, memory holds only a short-lived copy (other workers may
+        # change or invalidate the entry); alone, memory holds it for its whole ttl.
+        await self._fill(key, value, ttl)
+
     async def invalidate(self, key: str) -> None:
         await self.local.delete(key)
         shared = self._shared_usable()
@@ -131,9 +162,16 @@ class TieredCache:
                 await shared.delete(key)
             except Exception as exc:
                 self._shared_failed("delete", exc)
+        if self.durable is not None:
+            await self.durable.delete(key)
 
     async def get_or_compute(
-        self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_s: float | None = None
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[bytes]],
+        ttl_s: float | None = None,
+        *,
+        durable: bool = False,
     ) -> bytes:
         """The cached value, or ``compute()``'s, stored; one computation per key at a time.
 
@@ -142,7 +180,7 @@ class TieredCache:
         the waiters start over (one of them computes).
         """
         while True:
-            value = await self.get(key)
+            value = await self.get(key, durable=durable)
             if value is not None:
                 return value
             running = self._inflight.get(key)
@@ -159,7 +197,7 @@ class TieredCache:
         self._inflight[key] = future
         try:
             value = await compute()
-            await self.set(key, value, ttl_s)
+            await self.set(key, value, ttl_s, durable=durable)
         except asyncio.CancelledError:
             future.cancel()
             raise
