@@ -88,3 +88,30 @@ async def test_malformed_nats_url_names_the_key(noa_boot: Any) -> None:
     with pytest.raises(PluginStartError, match=r"broker\.nats_url"):
         async with noa_boot(["http", "broker"], config=config):
             pass
+
+
+@pytest.mark.slow
+async def test_reconnects_after_an_outage_longer_than_the_clients_default_give_up(
+    private_nats: Any,
+) -> None:
+    """nats-py gives up after 60 reconnect attempts 2 s apart (about two minutes) by
+    default; the driver's client must still be trying after 130 s."""
+    broker = broker_for(private_nats.url)
+    await broker.start()
+    try:
+        await broker.publish("jobs.resize", b"before")
+        private_nats.stop()
+        await asyncio.sleep(130)
+        assert not await broker.ping()
+        private_nats.start()
+        for _ in range(100):
+            if await broker.ping():
+                break
+            await asyncio.sleep(0.1)
+        assert await broker.ping()
+        await broker.publish("jobs.resize", b"after")
+        inbox = Inbox(timeout_s=10)
+        await broker.consume("jobs.resize", inbox)
+        assert [m.payload for m in await inbox.wait_for_count(2)] == [b"before", b"after"]
+    finally:
+        await broker.close()

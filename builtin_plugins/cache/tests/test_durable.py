@@ -98,3 +98,35 @@ async def test_the_plugin_turns_durable_off_until_migrated(
         await cache.set("k", b"v")  # the other tiers still work
         assert await cache.get("k") == b"v"
     assert any("run `noa migrate apply`" in r.getMessage() for r in caplog.records)
+
+
+async def test_redis_stopped_durable_reads_fall_back_to_the_database(
+    tmp_path: Path, private_redis: Any
+) -> None:
+    from noa.builtin_plugins.cache.redis_driver import RedisCache
+
+    storage = await migrated_sqlite(tmp_path)
+    tier = DurableTier(storage)
+    writer = TieredCache(
+        MemoryCache(10),
+        RedisCache(private_redis.url, prefix="d:", timeout_s=0.2),
+        durable=tier,
+        retry_s=0.3,
+    )
+    reader = TieredCache(
+        MemoryCache(10),
+        RedisCache(private_redis.url, prefix="d:", timeout_s=0.2),
+        durable=tier,
+        retry_s=0.3,
+    )
+    try:
+        await writer.set("profile:7", b"ada", ttl_s=60, durable=True)
+        private_redis.stop()
+        # Another worker, Redis gone, memory empty: the database still has it.
+        assert await reader.get("profile:7", durable=True) == b"ada"
+        assert (await reader.health()).status == "degraded"
+    finally:
+        private_redis.start()
+        await writer.close()
+        await reader.close()
+        await storage.close()
