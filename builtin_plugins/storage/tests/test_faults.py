@@ -136,5 +136,5 @@ async def test_unreachable_postgres_fails_fast_with_503_and_starts_anyway(noa_bo
         (component,) = ready.json()["components"]
         assert (component["name"], component["detail"]) == (
             "storage",
-            "postgres database unreachable",
+            "storage driver 'postgres' unreachable",
         )

@@ -22,6 +22,7 @@ from noa.plugin_sdk.memory_cache import MemoryCache
 from noa.plugin_sdk.metrics import metrics_of
 from noa.plugin_sdk.ports.cache import CACHE_STATE_KEY
 from noa.plugin_sdk.ports.storage import STORAGE_STATE_KEY
+from noa.plugin_sdk.slot_driver import close_driver
 
 log = logging.getLogger("noa.cache")
 
@@ -94,6 +95,4 @@ def noa_register_health_checks(checks: Registry[HealthCheck], host: Host) -> Non
 
 @hookimpl
 async def noa_shutdown(host: Host) -> None:
-    cache: TieredCache | None = host.state.pop(CACHE_STATE_KEY, None)
-    if cache is not None:
-        await cache.close()
+    await close_driver(host, CACHE_STATE_KEY)

@@ -10,8 +10,6 @@ from noa.builtin_plugins.storage.cli import migrate_commands
 from noa.builtin_plugins.storage.config import StorageConfig
 from noa.builtin_plugins.storage.migrate import MigrationError, Migrator, make_engine
 from noa.plugin_sdk import (
-    CheckResult,
-    ConfigError,
     HealthCheck,
     Host,
     PluginConfig,
@@ -20,8 +18,8 @@ from noa.plugin_sdk import (
     Registry,
     hookimpl,
 )
-from noa.plugin_sdk.config import MASK
 from noa.plugin_sdk.ports.storage import STORAGE_STATE_KEY
+from noa.plugin_sdk.slot_driver import close_driver, ping_check, start_driver
 
 log = logging.getLogger("noa.storage")
 
@@ -36,26 +34,18 @@ def noa_register_config_sections(sections: Registry[type[PluginConfig]]) -> None
 @hookimpl
 async def noa_startup(host: Host) -> None:
     config = host.section("storage", StorageConfig)
-    driver: Any = host.driver("storage")
-    try:
-        storage = driver.from_config(config, host.server.data_dir)
-    except ValueError as exc:
-        raise ConfigError("storage.postgres_url", MASK, "config", str(exc)) from None
-    await storage.start()
-    host.state[STORAGE_STATE_KEY] = storage
+    await start_driver(
+        host,
+        "storage",
+        STORAGE_STATE_KEY,
+        build=lambda driver: driver.from_config(config, host.server.data_dir),
+        url_key="storage.postgres_url",
+    )
 
 
 @hookimpl
 def noa_register_health_checks(checks: Registry[HealthCheck], host: Host) -> None:
-    storage = host.state[STORAGE_STATE_KEY]
-    name = host.config_value("drivers.storage")
-
-    async def check() -> CheckResult:
-        if await storage.ping():
-            return CheckResult()
-        return CheckResult(status="failing", detail=f"{name} database unreachable")
-
-    checks.add("storage", HealthCheck(check=check, timeout_s=3.0))
+    checks.add("storage", ping_check(host, "storage", STORAGE_STATE_KEY, timeout_s=3.0))
 
 
 def _migrator(host: Host) -> Migrator:
@@ -83,6 +73,4 @@ def noa_register_commands(commands: Registry[Any]) -> None:
 
 @hookimpl
 async def noa_shutdown(host: Host) -> None:
-    storage = host.state.pop(STORAGE_STATE_KEY, None)
-    if storage is not None:
-        await storage.close()
+    await close_driver(host, STORAGE_STATE_KEY)
