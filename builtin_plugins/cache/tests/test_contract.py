@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from typing import ClassVar
 
 import pytest
 from noa.builtin_plugins.cache.drivers import MemoryDriver
@@ -18,8 +20,20 @@ class TestMemoryDriver(CacheContract):
 
 @pytest.mark.redis
 class TestRedisDriver(CacheContract):
+    prefixes: ClassVar[list[str]] = []
+
+    @pytest.fixture(autouse=True)
+    async def _remove_test_keys(self) -> AsyncIterator[None]:
+        yield
+        while self.prefixes:
+            cleaner = RedisCache("redis://127.0.0.1:6379/0", prefix=self.prefixes.pop())
+            await cleaner.clear()
+            await cleaner.close()
+
     async def make_driver(self) -> CachePort:
-        return RedisCache("redis://127.0.0.1:6379/0", prefix=f"noa-test-{uuid.uuid4().hex}:")
+        prefix = f"noa-test-{uuid.uuid4().hex}:"
+        self.prefixes.append(prefix)
+        return RedisCache("redis://127.0.0.1:6379/0", prefix=prefix)
 
 
 @pytest.mark.redis
