@@ -7,9 +7,11 @@ from noa.plugin_sdk import Registry, hookspec
 
 @hookspec
 def noa_register_migrations(migrations: Registry[str]) -> None:
-    """Register a package of migrations: ``migrations.add("tasks", "my_plugin.migrations")``.
+    """Register the plugin's piccolo app: ``migrations.add("notes", "my_plugin.piccolo_app")``.
 
-    The value is the importable module path of the plugin's piccolo migrations
-    package; ``noa migrate`` applies every registered package in plugin order. Called
-    by the storage plugin at assembly and by ``noa migrate``. Returns nothing.
+    The name is the piccolo app name; the value is the importable path of a module
+    whose ``APP_CONFIG`` (``piccolo.conf.apps.AppConfig``) points at the plugin's
+    migrations folder. ``noa migrate`` (and ``storage.migrate_on_start``) apply every
+    registered app in plugin order. Called by the storage plugin when it migrates.
+    Returns nothing. See ``migrations/README.md``.
     """
