@@ -112,3 +112,16 @@ def test_version_names_the_kernel(noa_cli: Any) -> None:
     result = noa_cli("version")
     assert result.returncode == 0
     assert result.stdout.splitlines()[0] == "noa-kernel 0.1.0"
+
+
+def test_serve_refuses_a_missing_certificate_before_starting(noa_cli: Any) -> None:
+    result = noa_cli(
+        "serve", "--ssl-certificate", "/no/such/cert.pem", "--ssl-keyfile", "/no/such/key.pem"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "noa: error: config key 'server.ssl_certificate' = '/no/such/cert.pem': file not found"
+    )
+    half = noa_cli("serve", "--ssl-certificate", "/no/such/cert.pem")
+    assert half.returncode == 2
+    assert "TLS needs both server.ssl_certificate and server.ssl_keyfile" in half.stderr

@@ -164,18 +164,28 @@ def serve(
             "noa: error: no enabled plugin builds the HTTP app: enable the 'http' plugin", err=True
         )
         sys.exit(EXIT_FAILURE)
-    with kernel_errors():
-        kernel.call_each("noa_before_serve", host=kernel)
     server = kernel.server
     if bool(server.ssl_certificate) != bool(server.ssl_keyfile):
         click.echo(
             "noa: error: TLS needs both server.ssl_certificate and server.ssl_keyfile", err=True
         )
         sys.exit(2)
+    for key, path in (
+        ("ssl_certificate", server.ssl_certificate),
+        ("ssl_keyfile", server.ssl_keyfile),
+    ):
+        if path and not os.path.isfile(path):
+            click.echo(
+                f"noa: error: config key 'server.{key}' = {path!r}: file not found", err=True
+            )
+            sys.exit(2)
     busy = _port_in_use(server.host, server.port)
     if busy:
         click.echo(f"noa: error: cannot listen on {server.host}:{server.port}: {busy}", err=True)
         sys.exit(EXIT_FAILURE)
+    # Last, once everything that can be checked cheaply is right (it may migrate).
+    with kernel_errors():
+        kernel.call_each("noa_before_serve", host=kernel)
     os.environ[BOOT_ENV] = msgspec.json.encode(boot).decode()
     scheme = "https" if server.ssl_certificate else "http"
     message = (
