@@ -3,6 +3,7 @@ ports and a real ``noa serve`` process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -96,6 +97,12 @@ class ServerProcess:
             time.sleep(0.05)
         pytest.fail(f"noa serve not ready after {timeout} s:\n{self.output()}")
 
+    def kill(self) -> None:
+        """SIGKILL the server and every worker it started."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def wait_listening(self, timeout: float = 30.0) -> httpx.Response:
         """The first answer of ``/ready``, whatever its status."""
         started = time.monotonic()
@@ -114,8 +121,7 @@ class ServerProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             pytest.fail(f"noa serve ignored SIGTERM for {timeout} s:\n{self.output()}")
 
 
@@ -140,6 +146,9 @@ def serve(tmp_path: Path) -> Iterator[Any]:
                 env=environ,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
+                # Its own process group: cleaning up kills granian's workers too, which
+                # outlive a main process killed alone.
+                start_new_session=True,
             )
         server = ServerProcess(proc, port, log)
         started.append(server)
@@ -147,9 +156,8 @@ def serve(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+        # Also when the main process has exited: its workers may not have.
+        server.kill()
 
 
 def run_noa(
