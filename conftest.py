@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,93 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             if os.environ.get("CI", "").lower() == "true":
                 pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
             pytest.skip(message)
+
+
+# -- private service instances ----------------------------------------------------------
+# Tests that stop and restart Redis or NATS use their own instance of the machine's
+# server binary on a free port, so the shared service is never stopped under others.
+
+
+class PrivateServer:
+    """One server process on a free loopback port; ``start``/``stop`` as often as needed."""
+
+    def __init__(self, binary: str, scheme: str, args: Callable[[int], list[str]]) -> None:
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self._command = [binary, *args(self.port)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self._command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if service_missing("127.0.0.1", self.port, timeout=0.2) is None:
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"{self._command[0]} did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def _private(
+    binary_names: tuple[str, ...], scheme: str, args: Callable[[int], list[str]]
+) -> Iterator[PrivateServer]:
+    binary = next(
+        (b for b in (shutil.which(n) or n for n in binary_names) if Path(b).exists()), None
+    )
+    if binary is None:
+        message = f"{binary_names[0]} is not installed"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
+        pytest.skip(message)
+    server = PrivateServer(binary, scheme, args)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateServer]:
+    """A private redis-server that keeps nothing on disk."""
+    yield from _private(
+        ("redis-server", "/usr/bin/redis-server"),
+        "redis",
+        lambda port: [
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+    )
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[PrivateServer]:
+    """A private nats-server with JetStream and its own store (kept across restarts)."""
+    yield from _private(
+        ("nats-server", "/usr/sbin/nats-server"),
+        "nats",
+        lambda port: [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-js",
+            "-sd",
+            str(tmp_path / "jetstream"),
+        ],
+    )

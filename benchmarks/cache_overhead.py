@@ -13,29 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from concurrent_load import TASKS, measure
 from noa.builtin_plugins.cache.redis_driver import RedisCache
 from redis.asyncio import BlockingConnectionPool, Redis
 
-TASKS = 64
 VALUE = b"x" * 100
 TTL_S = 60.0
-
-
-async def run(ops: int, op: Callable[[int], Awaitable[object]]) -> float:
-    """Operations per second for ``ops`` calls of ``op`` spread over TASKS tasks."""
-    per_task = ops // TASKS
-
-    async def worker(offset: int) -> None:
-        for i in range(per_task):
-            await op(offset + i)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(t * per_task) for t in range(TASKS)))
-    return per_task * TASKS / (time.perf_counter() - started)
 
 
 async def main() -> None:
@@ -63,12 +49,12 @@ async def main() -> None:
     }
     results: dict[tuple[str, str], list[float]] = {}
     try:
-        await run(2_000, scenarios["SET"]["raw"])  # warm both pools
-        await run(2_000, scenarios["SET"]["ours"])
+        await measure(2_000, scenarios["SET"]["raw"])  # warm both pools
+        await measure(2_000, scenarios["SET"]["ours"])
         for round_no in range(1, args.rounds + 1):
             for scenario, targets in scenarios.items():
                 for target, op in targets.items():
-                    rate = await run(args.ops, op)
+                    rate = await measure(args.ops, op)
                     results.setdefault((scenario, target), []).append(rate)
                     print(
                         f"round {round_no} {scenario} {target:4s} {rate:10,.0f} ops/s", flush=True

@@ -13,28 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import asyncpg
+from concurrent_load import TASKS, measure
 from noa.builtin_plugins.storage.postgres_driver import PostgresStorage
 
-TASKS = 64
 POOL = 10
-
-
-async def run(ops: int, op: Callable[[int], Awaitable[object]]) -> float:
-    """Insert+select pairs per second for ``ops`` pairs spread over TASKS tasks."""
-    per_task = ops // TASKS
-
-    async def worker(offset: int) -> None:
-        for i in range(per_task):
-            await op(offset + i)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(t * per_task) for t in range(TASKS)))
-    return per_task * TASKS / (time.perf_counter() - started)
 
 
 async def main() -> None:
@@ -70,7 +55,7 @@ async def main() -> None:
             for target, op in targets.items():
                 # Keys never repeat: raw uses even millions, ours odd ones.
                 base[target] = (2 * round_no + (target == "ours")) * 1_000_000
-                rate = await run(args.ops, op)
+                rate = await measure(args.ops, op)
                 results[target].append(rate)
                 print(f"round {round_no} {target:4s} {rate:10,.0f} insert+select/s", flush=True)
     finally:

@@ -21,7 +21,9 @@ _STATE = "noa.audit.consumer"
 INSERT = (
     "INSERT INTO noa_audit_event "
     "(event_id, at, actor, action, resource, outcome, request_id, detail) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+    # A redelivered event (same payload, same id) is not stored twice.
+    "ON CONFLICT (event_id) DO NOTHING"
 )
 
 
@@ -38,23 +40,19 @@ async def noa_startup(host: Host) -> None:
 
     async def store(message: Message) -> None:
         event = decode(message.payload)
-        # A redelivered event must not be stored twice: the payload's hash is its id.
+        # The payload's hash is the event's id.
         event_id = hashlib.sha256(message.payload).hexdigest()[:64]
-        exists = await storage.fetch_one(
-            "SELECT 1 AS found FROM noa_audit_event WHERE event_id = $1", event_id
+        await storage.execute(
+            INSERT,
+            event_id,
+            event.at,
+            event.actor,
+            event.action,
+            event.resource,
+            event.outcome,
+            event.request_id,
+            msgspec.json.encode(event.detail).decode(),
         )
-        if exists is None:
-            await storage.execute(
-                INSERT,
-                event_id,
-                event.at,
-                event.actor,
-                event.action,
-                event.resource,
-                event.outcome,
-                event.request_id,
-                msgspec.json.encode(event.detail).decode(),
-            )
 
     host.state[_STATE] = await broker.consume(AUDIT_QUEUE, store, max_deliveries=10)
 
