@@ -251,6 +251,19 @@ async def test_openapi_schema_and_docs_page(noa_boot: Any) -> None:
         assert schema["info"]["title"] == "NOA Unified Server"
         for path in ("/health", "/ready", "/v1/plugins", "/v1/items"):
             assert path in schema["paths"]
+        # Errors are documented as what they are: the standard error body.
+        bad_request = schema["paths"]["/v1/items"]["post"]["responses"]["400"]
+        assert bad_request["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+        assert schema["components"]["schemas"]["Error"]["properties"]["error"]["required"] == [
+            "message",
+            "type",
+            "code",
+            "param",
+            "request_id",
+            "details",
+        ]
         page = await noa.client.get("/schema")
         assert page.status_code == 200
         assert "swagger" in page.text.lower()

@@ -55,7 +55,7 @@ async def test_metrics_count_requests_by_route_template_and_status(noa_boot: Any
         await noa.client.get("/v1/nothing-here")
         response = await noa.client.get("/metrics")
         assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/plain")
+        assert response.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
         text = response.text
         route = "/v1/items/{item_id}"
         assert sample(text, "http_requests_total", method="GET", route=route, status="200") == 3

@@ -10,6 +10,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, Yaml
 from noa.builtin_plugins.http.config import HttpConfig
 from noa.builtin_plugins.http.core import Admission, RequestCore
 from noa.builtin_plugins.http.errors import exception_handlers
+from noa.builtin_plugins.http.openapi import document_standard_errors
 from noa.plugin_sdk import Host, Middleware, Registry, RouteGroup
 from noa.plugin_sdk.transport import ASGIApp
 
@@ -57,6 +58,8 @@ def build_app(host: Host) -> ASGIApp:
         logging_config=None,
         debug=False,
     )
+    if openapi is not None:
+        document_standard_errors(app)
     wrapped: ASGIApp = Admission(
         app,
         max_in_flight=config.max_in_flight,

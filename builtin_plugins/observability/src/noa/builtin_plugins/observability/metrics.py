@@ -21,6 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 __all__ = ["HttpMetrics"]
 
+# Litestar adds the charset to text types itself; prometheus_client's constant has one.
+EXPOSITION_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+
 # Seconds between moving a worker's tallies into the shared metrics.
 FLUSH_S = 0.5
 
@@ -119,11 +122,11 @@ class HttpMetrics:
             path,
             summary="Prometheus metrics",
             tags=["probes"],
-            include_in_schema=True,
+            media_type=EXPOSITION_TYPE,
             sync_to_thread=False,
         )
         def metrics() -> Response[bytes]:
             """Prometheus text exposition of every worker's counters and histograms."""
-            return Response(content=self.exposition(), media_type=CONTENT_TYPE_LATEST)
+            return Response(content=self.exposition(), media_type=EXPOSITION_TYPE)
 
         return metrics
