@@ -13,9 +13,11 @@
         ├── BadRequest          400
         ├── NotFound            404
         ├── Conflict            409
+        ├── PayloadTooLarge     413
         ├── Unprocessable       422
         ├── TooManyRequests     429
-        └── ServiceUnavailable  503
+        ├── ServiceUnavailable  503
+        └── GatewayTimeout      504
 
 ``ApiError`` carries everything the standard error body needs; the HTTP core turns it
 into ``{"error": {"message", "type", "code", "param", "request_id", "details"}}``.
@@ -32,8 +34,10 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "DriverLoadError",
+    "GatewayTimeout",
     "NoaError",
     "NotFound",
+    "PayloadTooLarge",
     "PluginError",
     "PluginLoadError",
     "PluginStartError",
@@ -139,6 +143,11 @@ class Conflict(ApiError):
     error_type = "conflict_error"
 
 
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    error_type = "invalid_request_error"
+
+
 class Unprocessable(ApiError):
     status_code = 422
     error_type = "invalid_request_error"
@@ -152,3 +161,10 @@ class TooManyRequests(ApiError):
 class ServiceUnavailable(ApiError):
     status_code = 503
     error_type = "service_unavailable"
+
+
+class GatewayTimeout(ApiError):
+    """The work a request asked for did not finish within its time limit."""
+
+    status_code = 504
+    error_type = "timeout_error"

@@ -15,6 +15,7 @@ from typing import Protocol
 __all__ = [
     "METRICS_STATE_KEY",
     "Counter",
+    "Gauge",
     "Histogram",
     "MetricsRegistry",
     "NoMetrics",
@@ -29,6 +30,14 @@ class Counter(Protocol):
     def labels(self, *values: str) -> Counter: ...
 
     def inc(self, amount: float = 1.0) -> None: ...
+
+
+class Gauge(Protocol):
+    """A value that goes up and down; across workers the values are summed."""
+
+    def labels(self, *values: str) -> Gauge: ...
+
+    def set(self, value: float) -> None: ...
 
 
 class Histogram(Protocol):
@@ -52,6 +61,10 @@ class MetricsRegistry(Protocol):
         """A histogram; asking twice for one name returns the same histogram."""
         ...
 
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
+        """A gauge (summed over live workers); asking twice returns the same gauge."""
+        ...
+
 
 class _Nothing:
     __slots__ = ()
@@ -63,6 +76,9 @@ class _Nothing:
         return None
 
     def observe(self, amount: float) -> None:
+        return None
+
+    def set(self, value: float) -> None:
         return None
 
 
@@ -82,6 +98,9 @@ class NoMetrics:
         labelnames: Sequence[str] = (),
         buckets: Sequence[float] | None = None,
     ) -> Histogram:
+        return _NOTHING
+
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
         return _NOTHING
 
 

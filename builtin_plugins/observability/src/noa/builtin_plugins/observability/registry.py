@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from noa.plugin_sdk.metrics import Counter, Histogram
+from noa.plugin_sdk.metrics import Counter, Gauge, Histogram
 
 __all__ = ["PrometheusRegistry"]
 
@@ -70,3 +70,19 @@ class PrometheusRegistry:
             )
 
         return self._get("histogram", name, labelnames, make)  # type: ignore[no-any-return]
+
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
+        from prometheus_client import Gauge as PromGauge
+
+        return self._get(  # type: ignore[no-any-return]
+            "gauge",
+            name,
+            labelnames,
+            lambda: PromGauge(
+                name,
+                documentation,
+                tuple(labelnames),
+                registry=self.registry,
+                multiprocess_mode="livesum",
+            ),
+        )
