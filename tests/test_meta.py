@@ -88,6 +88,7 @@ def test_every_config_key_is_documented() -> None:
     from noa.builtin_plugins.broker.config import BrokerConfig
     from noa.builtin_plugins.cache.config import CacheConfig
     from noa.builtin_plugins.http.config import HttpConfig
+    from noa.builtin_plugins.inference.config import InferenceConfig
     from noa.builtin_plugins.observability.config import ObservabilityConfig
     from noa.builtin_plugins.storage.config import StorageConfig
     from noa.kernel.config._schema import PluginsSettings
@@ -102,6 +103,7 @@ def test_every_config_key_is_documented() -> None:
         ("cache", CacheConfig),
         ("broker", BrokerConfig),
         ("storage", StorageConfig),
+        ("inference", InferenceConfig),
     ):
         missing += [
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import JSONBody
 from noa.builtin_plugins.inference.disconnect import client_gone
 from noa.builtin_plugins.inference.runtime import ModelRuntime, ModelStatus, ServedModel
 from noa.builtin_plugins.inference.tensors import OUTPUT, TensorInput, read_inputs
@@ -85,7 +86,7 @@ def pick(runtime: ModelRuntime, name: str | None) -> ServedModel:
 
 def native_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
     @post("/v1/embed", summary="Embed texts", tags=["inference"], status_code=200)
-    async def embed(data: EmbedRequest, request: Request[Any, Any, Any]) -> EmbedResponse:
+    async def embed(data: JSONBody[EmbedRequest], request: Request[Any, Any, Any]) -> EmbedResponse:
         """Texts to vectors, through the model's dynamic batcher.
 
         Texts longer than the model's limit are cut (``truncate``, the default) or refused
@@ -112,7 +113,7 @@ def native_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
         )
 
     @post("/v1/infer", summary="Run a model on named tensors", tags=["inference"], status_code=200)
-    async def infer(data: InferRequest, request: Request[Any, Any, Any]) -> InferResponse:
+    async def infer(data: JSONBody[InferRequest], request: Request[Any, Any, Any]) -> InferResponse:
         """Named tensors in, named tensors out; shapes and datatypes are validated.
 
         A text-embedding model takes ``text`` (BYTES, shape ``[n]``) or ``input_ids``
@@ -166,13 +167,13 @@ def admin_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
         return ModelList(data=runtime.statuses())
 
     @post("/v1/admin/models/load", summary="Load a model", tags=["admin"], status_code=200)
-    async def load(data: ModelAction) -> ModelStatus:
+    async def load(data: JSONBody[ModelAction]) -> ModelStatus:
         """Load a model from the repository (a no-op when it is loaded). 404 when the
         repository has no such model; 422 naming the cause when it cannot be loaded."""
         return await runtime.load_or_explain(data.model)
 
     @post("/v1/admin/models/unload", summary="Unload a model", tags=["admin"], status_code=200)
-    async def unload(data: ModelAction) -> ModelStatus:
+    async def unload(data: JSONBody[ModelAction]) -> ModelStatus:
         """Unload a model and release its memory; requests still queued for it get 503."""
         return await runtime.unload(data.model)
 

@@ -16,7 +16,6 @@ The compute runs on one thread per model, so the event loop never waits on a ker
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -183,13 +182,14 @@ class Batcher:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:
             if not self._pending:
                 self._wake.clear()
                 await self._wake.wait()
+                continue
             # Give concurrent requests the queue delay to join, unless a batch is full.
             deadline = self._pending[0].arrived + self._delay_s
-            while len(self._pending) < self.max_batch_size:
+            while len(self._pending) < self.max_batch_size and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -198,10 +198,11 @@ class Batcher:
                     await asyncio.wait_for(self._wake.wait(), left)
                 except TimeoutError:
                     break
+            if self._closed:
+                break
             batch = self._cut()
-            if not batch:
-                continue
-            await self._compute(loop, batch)
+            if batch:
+                await self._compute(loop, batch)
 
     async def _compute(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         self._stats.batch(len(batch))
@@ -228,13 +229,13 @@ class Batcher:
         self._item_s = 0.8 * self._item_s + 0.2 * (elapsed / len(batch))
 
     async def close(self) -> None:
-        """Stop taking work; fail what is queued; wait for the running batch."""
+        """Stop taking work; let the running batch finish; fail what is still queued."""
         self._closed = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
         for item in self._pending:
             _fail(item.request, ModelNotReady(self.name, "unloading"))
         self._pending = []
-        self._executor.shutdown(wait=True)
+        self._stats.queue_depth(0)
+        self._executor.shutdown(wait=False)

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noa.builtin_plugins.inference.config import InferenceConfig
 from noa.builtin_plugins.inference.repository import ModelRepository
-from noa.builtin_plugins.inference.runtime import ModelRuntime
+
+if TYPE_CHECKING:  # NumPy and Numba load only in a process that serves
+    from noa.builtin_plugins.inference.runtime import ModelRuntime
 from noa.plugin_sdk import (
     CheckResult,
     HealthCheck,
@@ -53,6 +55,8 @@ def noa_register_model_families(families: Registry[Any]) -> None:
 
 @hookimpl
 def noa_configure(host: Host) -> None:
+    from noa.builtin_plugins.inference.runtime import ModelRuntime
+
     config = host.section("inference", InferenceConfig)
     families = host.collect("noa_register_model_families", Registry[Any]("model family"))
     device_driver = host.driver("device")

@@ -11,6 +11,7 @@ the readiness report; nothing else is affected.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import time
@@ -87,6 +88,19 @@ class EmbedResult(msgspec.Struct, frozen=True):
     token_counts: list[int]
     # Indexes of the inputs cut to the model's maximum length.
     truncated: list[int]
+
+
+def _return_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise).
+
+    A model's tensors are large allocations; after several load/unload cycles glibc's
+    adaptive mmap threshold serves them from the heap, which only ``malloc_trim`` shrinks.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class _Stats(BatchStats):
@@ -358,6 +372,7 @@ class ModelRuntime:
             slot.state, slot.error, slot.loaded_at = "unloaded", None, None
             del served
             gc.collect()
+            _return_free_memory()
             return self.status(name)
 
     def get(self, name: str) -> ServedModel:
