@@ -59,9 +59,14 @@ def test_models_commands_explain_mistakes(
 
 def test_a_failed_copy_leaves_no_model_behind(tmp_path: Path, minilm_dir: Path) -> None:
     repo = ModelRepository(tmp_path / "models")
-    with pytest.raises(RuntimeError), repo.staging(MODEL, replace=False) as staged:
-        (staged / "config.json").write_text("{}")
-        raise RuntimeError("disk full")
+
+    def copy_that_fails() -> None:
+        with repo.staging(MODEL, replace=False) as staged:
+            (staged / "config.json").write_text("{}")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        copy_that_fails()
     assert repo.names() == []
     assert list((tmp_path / "models" / "sentence-transformers").iterdir()) == []
 
