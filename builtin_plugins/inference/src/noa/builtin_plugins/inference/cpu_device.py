@@ -23,6 +23,7 @@ __all__ = ["CpuDevice"]
 
 # Below these many rows a kernel runs on one thread: handing work over costs ~20 us.
 _MIN_GEMM_ROWS = 32
+_MIN_GEMM_COLUMNS = 128
 _MIN_ROWS = 256
 
 
@@ -129,10 +130,21 @@ class CpuDevice:
     # Encoder kernels.
 
     def gemm(self, x: NDArray[np.float32], w_t: NDArray[np.float32], out: NDArray[Any]) -> None:
-        def part(_: int, a: int, b: int) -> None:
-            np.matmul(x[a:b], w_t, out=out[a:b])
+        rows = self._split(x.shape[0], _MIN_GEMM_ROWS)
+        if len(rows) > 1 or self._threads == 1:
 
-        self._run(part, self._split(x.shape[0], _MIN_GEMM_ROWS))
+            def by_rows(_: int, a: int, b: int) -> None:
+                np.matmul(x[a:b], w_t, out=out[a:b])
+
+            self._run(by_rows, rows)
+            return
+
+        # Few rows (a short batch): each thread takes some columns instead, so each
+        # reads only its share of the weights, which is what limits these products.
+        def by_columns(_: int, a: int, b: int) -> None:
+            np.matmul(x, w_t[:, a:b], out=out[:, a:b])
+
+        self._run(by_columns, self._split(w_t.shape[1], _MIN_GEMM_COLUMNS))
 
     def embed(
         self,
