@@ -1,0 +1,1 @@
+"""``cupy._core`` of the CPU emulator: only the float32 compute-type switch."""
