@@ -97,10 +97,19 @@ class DevicePort(Protocol):
         """Wait until queued device work is done (a no-op on the CPU)."""
         ...
 
+    def prepare_weight(self, w_t: ArrayLike) -> Any:
+        """A weight matrix ``w_t (k, n)`` made ready for :meth:`gemm`, at load time.
+
+        The result is opaque: a device keeps it in whatever layout (or layouts) its
+        products read fastest, as a BLAS library pre-packs its constant operand.
+        """
+        ...
+
     # Encoder kernels: device arrays, results written into ``out`` (or in place).
 
-    def gemm(self, x: Array, w_t: Array, out: Array) -> None:
-        """``out[:] = x @ w_t`` for 2-D ``x (m, k)``, ``w_t (k, n)``, ``out (m, n)``."""
+    def gemm(self, x: Array, w_t: Any, out: Array) -> None:
+        """``out[:] = x @ w_t`` for 2-D ``x (m, k)`` and ``out (m, n)``; ``w_t`` is a
+        ``(k, n)`` matrix as :meth:`prepare_weight` returned it."""
         ...
 
     def embed(

@@ -165,6 +165,7 @@ class BertEncoder:
         self.device = device
         self.max_tokens = max_tokens
         d = device.to_device
+        prepared = device.prepare_weight
         self._word = d(weights["embeddings.word_embeddings.weight"])
         self._position = d(weights["embeddings.position_embeddings.weight"])
         self._token_type = d(weights["embeddings.token_type_embeddings.weight"][0])
@@ -193,18 +194,18 @@ class BertEncoder:
                     w("attention.self.value.bias"),
                 ]
             )
-            # Stored transposed and contiguous: every product is then x @ w_t in BLAS order.
+            # Handed to the device as (in, out) matrices; it keeps them in its preferred layout.
             self._layers.append(
                 _Layer(
-                    qkv_t=d(qkv.T),
+                    qkv_t=prepared(qkv.T),
                     qkv_bias=d(qkv_bias),
-                    out_t=d(w("attention.output.dense.weight").T),
+                    out_t=prepared(w("attention.output.dense.weight").T),
                     out_bias=d(w("attention.output.dense.bias")),
                     ln1_weight=d(w("attention.output.LayerNorm.weight")),
                     ln1_bias=d(w("attention.output.LayerNorm.bias")),
-                    up_t=d(w("intermediate.dense.weight").T),
+                    up_t=prepared(w("intermediate.dense.weight").T),
                     up_bias=d(w("intermediate.dense.bias")),
-                    down_t=d(w("output.dense.weight").T),
+                    down_t=prepared(w("output.dense.weight").T),
                     down_bias=d(w("output.dense.bias")),
                     ln2_weight=d(w("output.LayerNorm.weight")),
                     ln2_bias=d(w("output.LayerNorm.bias")),

@@ -19,11 +19,27 @@ import numpy as np
 from noa.builtin_plugins.inference import cpu_kernels as k
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["CpuDevice"]
+__all__ = ["CpuDevice", "Weight"]
 
 # Below these many rows a kernel runs on one thread: handing work over costs ~20 us.
 _MIN_GEMM_ROWS = 32
 _MIN_GEMM_COLUMNS = 128
+# Below this many rows a product runs in Numba (few_rows_gemm), from this many in BLAS.
+_FEW_ROWS = 32
+
+
+class Weight:
+    """A weight matrix in both layouts the products read: ``t`` is ``(k, n)`` for BLAS,
+    ``rows`` is ``(n, k)`` for the few-rows kernel. Twice the memory, measured worth it:
+    short batches spend most of their time in these products."""
+
+    __slots__ = ("rows", "t")
+
+    def __init__(self, w_t: ArrayLike) -> None:
+        self.t = np.array(w_t, dtype=np.float32, order="C")
+        self.rows = np.ascontiguousarray(self.t.T)
+
+
 _MIN_ROWS = 256
 
 
@@ -129,22 +145,25 @@ class CpuDevice:
 
     # Encoder kernels.
 
-    def gemm(self, x: NDArray[np.float32], w_t: NDArray[np.float32], out: NDArray[Any]) -> None:
-        rows = self._split(x.shape[0], _MIN_GEMM_ROWS)
-        if len(rows) > 1 or self._threads == 1:
+    def prepare_weight(self, w_t: ArrayLike) -> Weight:
+        return Weight(w_t)
+
+    def gemm(self, x: NDArray[np.float32], w_t: Weight, out: NDArray[Any]) -> None:
+        if x.shape[0] >= _FEW_ROWS:
 
             def by_rows(_: int, a: int, b: int) -> None:
-                np.matmul(x[a:b], w_t, out=out[a:b])
+                np.matmul(x[a:b], w_t.t, out=out[a:b])
 
-            self._run(by_rows, rows)
+            self._run(by_rows, self._split(x.shape[0], _MIN_GEMM_ROWS))
             return
 
-        # Few rows (a short batch): each thread takes some columns instead, so each
-        # reads only its share of the weights, which is what limits these products.
-        def by_columns(_: int, a: int, b: int) -> None:
-            np.matmul(x, w_t[:, a:b], out=out[:, a:b])
-
-        self._run(by_columns, self._split(w_t.shape[1], _MIN_GEMM_COLUMNS))
+        # A short batch: Numba's dot-product kernel, each thread taking some columns,
+        # so each reads only its share of the weights.
+        columns = w_t.rows.shape[0]
+        parts = max(1, min(self._threads, columns // _MIN_GEMM_COLUMNS))
+        bounds = [columns * i // parts // 4 * 4 for i in range(parts)] + [columns]
+        spans = [(bounds[i], bounds[i + 1]) for i in range(parts)]
+        self._run(lambda _, a, b: k.few_rows_gemm(x, w_t.rows, out, a, b), spans)
 
     def embed(
         self,

@@ -24,6 +24,7 @@ __all__ = [
     "bias_residual_layer_norm",
     "embed",
     "exp_rows_normalize",
+    "few_rows_gemm",
     "layer_norm",
     "mean_pool",
     "subtract_row_max",
@@ -66,6 +67,67 @@ def bias_gelu(x: Any, bias: Any) -> None:  # pragma: no cover - compiled
         row = x[i]
         for j in range(cols):
             row[j] = _gelu(row[j] + bias[j])
+
+
+@numba.njit(**_JIT)
+def _dots(x: Any, w: Any, out: Any, m: int, n: int) -> None:
+    # One output row, four columns: four dot products sharing each load of x.
+    xa = x[m]
+    w0, w1, w2, w3 = w[n], w[n + 1], w[n + 2], w[n + 3]
+    a0 = a1 = a2 = a3 = np.float32(0.0)
+    for k in range(x.shape[1]):
+        u = xa[k]
+        a0 += u * w0[k]
+        a1 += u * w1[k]
+        a2 += u * w2[k]
+        a3 += u * w3[k]
+    out[m, n], out[m, n + 1], out[m, n + 2], out[m, n + 3] = a0, a1, a2, a3
+
+
+@numba.njit(**_JIT)
+def few_rows_gemm(x: Any, w: Any, out: Any, first: int, last: int) -> None:  # pragma: no cover
+    """``out[:, first:last] = x @ w[first:last].T`` for a few rows of ``x``.
+
+    ``w`` is ``(n, k)``, row-major: each output is a dot product of two contiguous rows,
+    and a block of two rows by four columns keeps eight sums in registers, reading each
+    weight once per two rows. For fewer than ~32 rows this beats OpenBLAS, which packs
+    the whole weight matrix on every call. ``first`` and ``last`` are multiples of 4,
+    or ``last`` is ``n``.
+    """
+    rows, depth = x.shape
+    n = first
+    while n + 3 < last:
+        w0, w1, w2, w3 = w[n], w[n + 1], w[n + 2], w[n + 3]
+        m = 0
+        while m + 1 < rows:
+            xa = x[m]
+            xb = x[m + 1]
+            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
+            for k in range(depth):
+                u = xa[k]
+                v = xb[k]
+                c0, c1, c2, c3 = w0[k], w1[k], w2[k], w3[k]
+                a0 += u * c0
+                a1 += u * c1
+                a2 += u * c2
+                a3 += u * c3
+                b0 += v * c0
+                b1 += v * c1
+                b2 += v * c2
+                b3 += v * c3
+            out[m, n], out[m, n + 1], out[m, n + 2], out[m, n + 3] = a0, a1, a2, a3
+            out[m + 1, n], out[m + 1, n + 1], out[m + 1, n + 2], out[m + 1, n + 3] = b0, b1, b2, b3
+            m += 2
+        if m < rows:
+            _dots(x, w, out, m, n)
+        n += 4
+    for col in range(n, last):  # the last few columns when n is not a multiple of 4
+        wc = w[col]
+        for m in range(rows):
+            total = np.float32(0.0)
+            for k in range(depth):
+                total += x[m, k] * wc[k]
+            out[m, col] = total
 
 
 @numba.njit(**_JIT)

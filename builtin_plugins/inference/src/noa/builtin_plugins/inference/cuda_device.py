@@ -206,6 +206,9 @@ class CudaDevice:
 
     # Encoder kernels.
 
+    def prepare_weight(self, w_t: ArrayLike) -> Any:
+        return self.to_device(w_t)
+
     def gemm(self, x: Any, w_t: Any, out: Any) -> None:
         cp = self._cupy()
         if x.ndim != 2 or w_t.ndim != 2 or x.shape[1] != w_t.shape[0]:

@@ -149,7 +149,7 @@ class DeviceContract(abc.ABC):
         for threads in (1, 2, 0):
             driver.set_threads(threads)
             out = driver.empty((100, 40))
-            driver.gemm(driver.to_device(x), driver.to_device(w_t), out)
+            driver.gemm(driver.to_device(x), driver.prepare_weight(w_t), out)
             self._check(np, driver.to_host(out), expected)
 
     def test_close_releases_a_used_driver(self, np: Any, rng: Any) -> None:
@@ -189,7 +189,7 @@ class DeviceContract(abc.ABC):
         x = rng.standard_normal((m, k)).astype(np.float32)
         w_t = rng.standard_normal((k, n)).astype(np.float32)
         out = driver.empty((m, n))
-        driver.gemm(driver.to_device(x), driver.to_device(w_t), out)
+        driver.gemm(driver.to_device(x), driver.prepare_weight(w_t), out)
         self._check(np, driver.to_host(out), x.astype(np.float64) @ w_t.astype(np.float64))
 
     def test_gemm_writes_only_the_rows_of_its_slice(
@@ -199,7 +199,7 @@ class DeviceContract(abc.ABC):
         x = rng.standard_normal((10, 16)).astype(np.float32)
         w_t = rng.standard_normal((16, 12)).astype(np.float32)
         buffer = driver.to_device(np.zeros((15, 12)))
-        driver.gemm(driver.to_device(x), driver.to_device(w_t), buffer[:10])
+        driver.gemm(driver.to_device(x), driver.prepare_weight(w_t), buffer[:10])
         got = driver.to_host(buffer)
         self._check(np, got[:10], x.astype(np.float64) @ w_t.astype(np.float64))
         np.testing.assert_array_equal(got[10:], 0.0)

@@ -96,6 +96,9 @@ class NumpyDevice:
 
     # Encoder kernels.
 
+    def prepare_weight(self, w_t: ArrayLike) -> NDArray[np.float32]:
+        return self.to_device(w_t)
+
     def gemm(self, x: NDArray[np.float32], w_t: NDArray[np.float32], out: NDArray[Any]) -> None:
         import numpy as np
 
