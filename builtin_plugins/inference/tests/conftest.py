@@ -59,6 +59,12 @@ async def inference(model_repository: Path) -> AsyncIterator[Any]:
         yield kernel
 
 
+@pytest.fixture
+def ready() -> Any:
+    """``await ready(client)``: wait until the kernel's ``/ready`` answers 200."""
+    return wait_ready
+
+
 async def wait_ready(client: Any, timeout_s: float = 60.0) -> None:
     import asyncio
     import time

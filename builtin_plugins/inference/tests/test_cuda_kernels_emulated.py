@@ -42,7 +42,7 @@ from noa.builtin_plugins.inference.cuda_kernels import KERNELS
 from noa.plugin_sdk.ports.device import DevicePort
 from noa.plugin_sdk.testing.contracts import DeviceContract
 
-from .cuda_emulation import PATH as EMULATION_PATH
+EMULATION_PATH = Path(__file__).resolve().parent / "cuda_emulation"
 
 INSIDE_THE_EMULATOR = os.environ.get("NOA_CUDA_EMULATION") == "1"
 COMPILER = os.environ.get("NOA_CUDA_EMULATION_CXX", "g++")

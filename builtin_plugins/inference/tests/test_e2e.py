@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from .conftest import MODEL
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from noa.builtin_plugins.inference.api_kserve import parse_model_path
 
-from .conftest import MODEL, ROOT
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+ROOT = Path(__file__).resolve().parents[3]
 
 TEXTS = ["The cat sat on the mat.", "Quantum chromodynamics", "ünïcödé ✓ text"]
 DIM = 384

@@ -21,7 +21,7 @@ from noa.builtin_plugins.inference.repository import ModelRepository
 from noa.builtin_plugins.inference.runtime import ModelRuntime
 from safetensors.numpy import save_file
 
-from .conftest import MODEL, wait_ready
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 TINY = {
     "model_type": "bert",
@@ -163,14 +163,14 @@ async def test_models_load_and_unload_through_the_admin_api(inference: Any) -> N
     assert bad.status_code == 404
 
 
-async def test_readiness_names_a_failed_model(tmp_path: Path, minilm_dir: Path) -> None:
+async def test_readiness_names_a_failed_model(tmp_path: Path, minilm_dir: Path, ready: Any) -> None:
     from noa.plugin_sdk.testing import boot
 
     root = tmp_path / "models"
     tiny_model(root / "broken", minilm_dir, break_it="shape")
     tiny_model(root / "good", minilm_dir)
     async with boot(["http", "inference"], config={"inference": {"repository": str(root)}}) as k:
-        await wait_ready(k.client)
+        await ready(k.client)
         report = (await k.client.get("/ready")).json()
         models = next(c for c in report["components"] if c["name"] == "models")
         assert models["status"] == "degraded"

