@@ -48,6 +48,8 @@ log = logging.getLogger("noa.broker")
 # Extra time JetStream waits for an ack beyond the handler's own timeout before it
 # redelivers on its own (the case of a worker that died mid-message).
 ACK_WAIT_MARGIN_S = 5.0
+# How long closing waits for a consumer's loop to end.
+STOP_TIMEOUT_S = 5.0
 
 
 MSG_ID = "Nats-Msg-Id"
@@ -266,12 +268,21 @@ class NatsBroker:
                 max_deliver=-1,  # dead letters are ours: we count deliveries below
             ),
         )
-        task = asyncio.create_task(self._pull(queue, psub, handler, max_deliveries, ack_timeout_s))
+        stopping = asyncio.Event()
+        task = asyncio.create_task(
+            self._pull(queue, psub, handler, max_deliveries, ack_timeout_s, stopping)
+        )
 
         async def stop() -> None:
+            # The flag as well as the cancel: nats-py's fetch can swallow a cancellation
+            # that lands at the wrong moment, and the loop would then fetch forever.
+            stopping.set()
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+            if not task.done():
+                log.warning("consumer of %r did not stop within %s s", queue, STOP_TIMEOUT_S)
+            elif not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it as lost
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
@@ -286,8 +297,9 @@ class NatsBroker:
         handler: MessageHandler,
         max_deliveries: int,
         ack_timeout_s: float,
+        stopping: asyncio.Event,
     ) -> None:
-        while True:
+        while not stopping.is_set():
             try:
                 batch = await psub.fetch(1, timeout=1.0)
             except NatsTimeoutError:
