@@ -3,20 +3,21 @@
 Starts ``noa serve --profile embedded`` (the default model must be in ``.noa/models``:
 ``./scripts/setup`` puts it there), then in one run and on one server:
 
-* **sequential**: N requests of one short sentence each, one at a time;
-* **concurrent**: the same N requests from 64 concurrent clients.
+* **sequential**: wrk with 1 connection posting one short sentence, one request at a time;
+* **concurrent**: the same request from 64 connections.
 
-Reports requests/s, p50 and p99 latency of each, the concurrent/sequential throughput
-ratio (the issue's target: >= 5x), and the mean batch size the server computed (from
-``inference_batch_size`` in ``/metrics``). Rounds alternate the two modes.
+wrk (C, from Debian's packages; installed like ``http_overhead.py`` does when missing)
+is the client: a Python client on the same two cores would be the bottleneck. Reports
+requests/s, p50 and p99 of each (median of the rounds, which alternate the two modes),
+the concurrent/sequential throughput ratio (the issue's target: >= 5x), and the mean
+batch size the server computed (from ``inference_batch_size`` in ``/metrics``).
 
-    .venv/bin/python benchmarks/inference_http.py [--requests 1024] [--rounds 3] [--quick]
+    .venv/bin/python benchmarks/inference_http.py [--seconds 10] [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -27,38 +28,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+from http_overhead import WrkResult, ensure_wrk, parse_wrk, run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 NOA = str(ROOT / ".venv" / "bin" / "noa")
-WORDS = [
-    "river",
-    "mountain",
-    "quiet",
-    "engine",
-    "lantern",
-    "harbor",
-    "violet",
-    "copper",
-    "meadow",
-    "signal",
-    "winter",
-    "garden",
-    "orbit",
-    "pencil",
-    "thunder",
-    "marble",
-    "canyon",
-    "velvet",
-    "ember",
-    "compass",
-]
-
-
-def sentence(i: int) -> str:
-    words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(8)]
-    return f"Request {i}: " + " ".join(words) + "."
+# One short sentence (16 tokens); wrk sends it over and over.
+SENTENCE = "Request 7: river mountain quiet engine lantern harbor violet copper."
 
 
 def free_port() -> int:
@@ -95,23 +73,6 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) 
     sys.exit("noa serve did not become ready")
 
 
-async def run(client: httpx.AsyncClient, n: int, concurrency: int, offset: int) -> list[float]:
-    latencies: list[float] = []
-    queue = list(range(offset, offset + n))
-
-    async def worker() -> None:
-        while queue:
-            i = queue.pop()
-            started = time.perf_counter()
-            response = await client.post("/v1/embed", json={"input": sentence(i)})
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                raise RuntimeError(f"{response.status_code}: {response.text}")
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies
-
-
 def batch_stats(url: str) -> tuple[float, float]:
     text = httpx.get(url + "/metrics", timeout=5).text
     total = count = 0.0
@@ -123,35 +84,29 @@ def batch_stats(url: str) -> tuple[float, float]:
     return total, count
 
 
-def summary(latencies: list[float], wall: float) -> dict[str, float]:
-    ordered = sorted(latencies)
-    return {
-        "rps": len(latencies) / wall,
-        "p50_ms": statistics.median(ordered) * 1e3,
-        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3,
-    }
-
-
-async def measure(url: str, n: int, rounds: int) -> dict[str, object]:
-    results: dict[str, list[dict[str, float]]] = {"sequential": [], "concurrent": []}
+def measure(url: str, seconds: float, rounds: int, script: Path) -> dict[str, Any]:
+    wrk = ensure_wrk()
+    endpoint = url + "/v1/embed"
+    run_wrk(wrk, endpoint, script, 3, 1, 64)  # warm up
+    results: dict[str, list[WrkResult]] = {"sequential": [], "concurrent": []}
     batches: list[float] = []
-    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        await run(client, 64, 64, 10_000_000)  # warm up
-        offset = 0
-        for _ in range(rounds):
-            for mode, concurrency in (("sequential", 1), ("concurrent", 64)):
-                before = batch_stats(url)
-                started = time.perf_counter()
-                latencies = await run(client, n, concurrency, offset)
-                wall = time.perf_counter() - started
-                after = batch_stats(url)
-                offset += n
-                results[mode].append(summary(latencies, wall))
-                if mode == "concurrent":
-                    batches.append((after[0] - before[0]) / max(after[1] - before[1], 1))
+    for _ in range(rounds):
+        for mode, connections in (("sequential", 1), ("concurrent", 64)):
+            before = batch_stats(url)
+            out = run_wrk(wrk, endpoint, script, seconds, 1, connections)
+            after = batch_stats(url)
+            result = parse_wrk(out, mode, "noa", 1)
+            if result.non_2xx or result.socket_errors:
+                sys.exit(f"{mode}: {result.non_2xx} non-2xx, {result.socket_errors} socket errors")
+            results[mode].append(result)
+            if mode == "concurrent":
+                batches.append((after[0] - before[0]) / max(after[1] - before[1], 1))
     median = {
-        mode: {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        mode: {
+            "rps": statistics.median(r.rps for r in rows),
+            "p50_ms": statistics.median(r.p50_ms for r in rows),
+            "p99_ms": statistics.median(r.p99_ms for r in rows),
+        }
         for mode, rows in results.items()
     }
     return {
@@ -163,19 +118,25 @@ async def measure(url: str, n: int, rounds: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=1024)
+    parser.add_argument("--seconds", type=float, default=10.0, help="each wrk run")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="256 requests, 1 round")
+    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round")
     parser.add_argument("--json", type=Path, help="write the result here too")
     args = parser.parse_args()
-    n, rounds = (256, 1) if args.quick else (args.requests, args.rounds)
+    seconds, rounds = (3.0, 1) if args.quick else (args.seconds, args.rounds)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="noa-bench-") as workdir:
         proc = start_server(Path(workdir), port)
         try:
             wait_ready(url, proc)
-            result = asyncio.run(measure(url, n, rounds))
+            script = Path(workdir) / "embed.lua"
+            script.write_text(
+                'wrk.method = "POST"\n'
+                f"wrk.body = '{json.dumps({'input': SENTENCE})}'\n"
+                'wrk.headers["Content-Type"] = "application/json"\n'
+            )
+            result = measure(url, seconds, rounds, script)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
