@@ -92,3 +92,62 @@ def test_a_client_that_goes_away_is_not_computed(serve: Any, model_repository: P
     assert _metric(metrics, "inference_requests_total", model=MODEL, status="client_gone") == 1
     # 120 inputs of the busy request, one batch each; the abandoned one never ran.
     assert _metric(metrics, "inference_batch_size_count", model=MODEL) == 120
+
+
+@pytest.mark.nats
+def test_admin_calls_reach_every_worker_through_the_broker(
+    serve: Any, model_repository: Path
+) -> None:
+    import asyncio
+    import uuid
+
+    import nats
+
+    tag = uuid.uuid4().hex[:12]
+    server = serve(
+        "--profile",
+        "embedded",
+        "--workers",
+        "2",
+        env={
+            "NOA_INFERENCE__REPOSITORY": str(model_repository),
+            "NOA_DRIVERS__BROKER": "nats",
+            "NOA_BROKER__NATS_STREAM": f"NOATEST_{tag}",
+            "NOA_BROKER__SUBJECT_PREFIX": f"noatest{tag}",
+        },
+    )
+    try:
+        server.wait_ready(timeout=120)
+
+        def statuses(count: int = 24) -> set[int]:
+            # A new connection each time, so both workers answer some of them.
+            return {
+                httpx.post(server.url + "/v1/embed", json={"input": "hi"}, timeout=60).status_code
+                for _ in range(count)
+            }
+
+        deadline = time.monotonic() + 60
+        while statuses() != {200} and time.monotonic() < deadline:
+            time.sleep(0.5)  # the other worker may still be loading
+        assert statuses() == {200}
+        unloaded = httpx.post(server.url + "/v1/admin/models/unload", json={"model": MODEL})
+        assert unloaded.json()["state"] == "unloaded"
+        time.sleep(1.0)  # the announcement reaches the other worker
+        assert statuses() == {503}
+        loaded = httpx.post(server.url + "/v1/admin/models/load", json={"model": MODEL})
+        assert loaded.json()["state"] == "ready"
+        deadline = time.monotonic() + 30
+        while statuses(8) != {200} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert statuses() == {200}
+    finally:
+        server.kill()
+
+        async def drop_stream() -> None:
+            nc = await nats.connect("nats://127.0.0.1:4222")
+            try:
+                await nc.jetstream().delete_stream(f"NOATEST_{tag}")
+            finally:
+                await nc.close()
+
+        asyncio.run(drop_stream())

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import JSONBody
+from noa.builtin_plugins.inference.admin_sync import AdminSync
 from noa.builtin_plugins.inference.disconnect import client_gone
 from noa.builtin_plugins.inference.runtime import ModelRuntime, ModelStatus, ServedModel
 from noa.builtin_plugins.inference.tensors import OUTPUT, TensorInput, read_inputs
@@ -159,7 +160,9 @@ def native_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
     return [embed, infer]
 
 
-def admin_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
+def admin_handlers(sync: AdminSync) -> list[HTTPRouteHandler]:
+    runtime = sync.runtime
+
     @get("/v1/admin/models", summary="Models and their states", tags=["admin"])
     async def list_models() -> ModelList:
         """Every model in the repository with its state in this worker: ``unloaded``,
@@ -168,13 +171,15 @@ def admin_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
 
     @post("/v1/admin/models/load", summary="Load a model", tags=["admin"], status_code=200)
     async def load(data: JSONBody[ModelAction]) -> ModelStatus:
-        """Load a model from the repository (a no-op when it is loaded). 404 when the
-        repository has no such model; 422 naming the cause when it cannot be loaded."""
-        return await runtime.load_or_explain(data.model)
+        """Load a model from the repository (a no-op when it is loaded), in this worker
+        and, through the broker, in every other. 404 when the repository has no such
+        model; 422 naming the cause when it cannot be loaded."""
+        return await sync.load(data.model)
 
     @post("/v1/admin/models/unload", summary="Unload a model", tags=["admin"], status_code=200)
     async def unload(data: JSONBody[ModelAction]) -> ModelStatus:
-        """Unload a model and release its memory; requests still queued for it get 503."""
-        return await runtime.unload(data.model)
+        """Unload a model and release its memory, in this worker and, through the
+        broker, in every other; requests still queued for it get 503."""
+        return await sync.unload(data.model)
 
     return [list_models, load, unload]

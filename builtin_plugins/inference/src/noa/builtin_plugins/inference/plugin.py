@@ -23,6 +23,7 @@ from noa.plugin_sdk import (
     hookimpl,
 )
 from noa.plugin_sdk.metrics import metrics_of
+from noa.plugin_sdk.ports.broker import BROKER_STATE_KEY
 from noa.plugin_sdk.transport import RouteGroup
 
 log = logging.getLogger("noa.inference")
@@ -30,11 +31,12 @@ log = logging.getLogger("noa.inference")
 PLUGIN_INFO = PluginInfo(
     description="Model repository, encoder kernels (cpu, cuda), dynamic batching; "
     "native, OpenAI and KServe v2 inference APIs",
-    after=("observability",),
+    after=("observability", "broker"),
 )
 
 RUNTIME_STATE_KEY = "noa.inference.runtime"
 _LOADER_KEY = "noa.inference.loader"
+_SYNC_KEY = "noa.inference.admin_sync"
 
 
 def repository_path(config: InferenceConfig, data_dir: str) -> Path:
@@ -55,18 +57,21 @@ def noa_register_model_families(families: Registry[Any]) -> None:
 
 @hookimpl
 def noa_configure(host: Host) -> None:
+    from noa.builtin_plugins.inference.admin_sync import AdminSync
     from noa.builtin_plugins.inference.runtime import ModelRuntime
 
     config = host.section("inference", InferenceConfig)
     families = host.collect("noa_register_model_families", Registry[Any]("model family"))
     device_driver = host.driver("device")
-    host.state[RUNTIME_STATE_KEY] = ModelRuntime(
+    runtime = ModelRuntime(
         ModelRepository(repository_path(config, host.server.data_dir)),
         config,
         {c.name: c.item for c in families.contributions()},
         device_driver,
         metrics_of(host.state),
     )
+    host.state[RUNTIME_STATE_KEY] = runtime
+    host.state[_SYNC_KEY] = AdminSync(runtime)
 
 
 def _runtime(host: Host) -> ModelRuntime:
@@ -82,7 +87,7 @@ def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
 
     runtime = _runtime(host)
     routes.add("inference", RouteGroup(handlers=tuple(native_handlers(runtime))))
-    routes.add("inference-admin", RouteGroup(handlers=tuple(admin_handlers(runtime))))
+    routes.add("inference-admin", RouteGroup(handlers=tuple(admin_handlers(host.state[_SYNC_KEY]))))
     routes.add("openai-embeddings", RouteGroup(handlers=tuple(openai_handlers(runtime))))
     routes.add("kserve-v2", RouteGroup(handlers=(kserve_router(runtime),)))
 
@@ -92,6 +97,7 @@ async def noa_startup(host: Host) -> None:
     # Models load in the background: the server answers (liveness, 503 for a model still
     # loading) while they do, and /ready turns ready when they are in.
     runtime = _runtime(host)
+    await host.state[_SYNC_KEY].start(host.state.get(BROKER_STATE_KEY))
     host.state[_LOADER_KEY] = asyncio.get_running_loop().create_task(runtime.start())
 
 
@@ -122,6 +128,7 @@ async def noa_shutdown(host: Host) -> None:
         loader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loader
+    await host.state[_SYNC_KEY].stop()
     await _runtime(host).close()
 
 
