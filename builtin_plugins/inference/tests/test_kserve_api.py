@@ -640,3 +640,25 @@ def _doc_example(name: str) -> str:
     match = re.search(rf"<!-- example: {name} -->\s*```python\n(.*?)```", text, re.DOTALL)
     assert match, f"docs/inference.md has no example {name!r}"
     return match.group(1)
+
+
+async def test_the_http_cores_own_timeout_answers_in_kserve_shape(
+    model_repository: Path, ready: Any
+) -> None:
+    from noa.plugin_sdk.testing import boot
+
+    config = {
+        "inference": {"repository": str(model_repository)},
+        "http": {"request_timeout_s": 0.05},
+    }
+    texts = ["a long text that keeps the model busy for a while " * 20] * 64
+    async with boot(["http", "inference"], config=config) as kernel:
+        client = kernel.client
+        await ready(client)
+        body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [64], "data": texts}]}
+        late = await client.post(f"/v2/models/{MODEL}/infer", json=body)
+        assert late.status_code == 504
+        assert late.json() == {"error": "the request took longer than 0.05 s"}
+        native = await client.post("/v1/embed", json={"input": texts})
+        assert native.status_code == 504
+        assert native.json()["error"]["code"] == "timeout"

@@ -26,13 +26,17 @@ class RouteGroup(msgspec.Struct, frozen=True, kw_only=True):
     ``handlers`` are Litestar route handlers, controllers or routers. ``probe`` marks
     routes that must answer even when the server is saturated (health, readiness,
     metrics): they skip admission control and the request timeout. ``tags`` group the
-    routes in the OpenAPI document.
+    routes in the OpenAPI document. ``error_body`` writes the errors the HTTP core itself
+    answers on these routes (503 at capacity, 504 past the request timeout) in another
+    shape, for protocols with their own (KServe's ``{"error": "..."}``).
     """
 
     handlers: tuple[Any, ...]
     path: str = "/"
     probe: bool = False
     tags: tuple[str, ...] = ()
+    # ``error_body(status, message)`` returns a JSON body; None: the standard body.
+    error_body: Callable[[int, str], bytes] | None = None
 
 
 class Middleware(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from litestar import Litestar, Router
@@ -31,6 +32,7 @@ def build_app(host: Host) -> ASGIApp:
 
     routers: list[Router] = []
     probe_paths: set[str] = set()
+    error_shapes: list[tuple[str, Callable[[int, str], bytes]]] = []
     for contribution in groups.contributions():
         group = contribution.item
         router = Router(
@@ -41,6 +43,11 @@ def build_app(host: Host) -> ASGIApp:
         routers.append(router)
         if group.probe:
             probe_paths.update(route.path for route in router.routes)
+        if group.error_body is not None:
+            # Each route's path up to its first parameter is a prefix the shape covers.
+            error_shapes.extend(
+                (route.path.split("{", 1)[0], group.error_body) for route in router.routes
+            )
 
     openapi = None
     if config.openapi:
@@ -66,6 +73,8 @@ def build_app(host: Host) -> ASGIApp:
         timeout_s=config.request_timeout_s,
         retry_after_s=config.retry_after_s,
         probe_paths=probe_paths,
+        # Longest prefix first, so a group's exact route wins over a shorter one.
+        error_shapes=tuple(sorted(error_shapes, key=lambda s: len(s[0]), reverse=True)),
     )
     for contribution in reversed(middleware.contributions()):
         wrapped = contribution.item.factory(wrapped)

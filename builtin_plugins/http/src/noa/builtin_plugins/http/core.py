@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from random import getrandbits
 from typing import Any
 
@@ -48,6 +48,10 @@ def _incoming_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+#: ``(path prefix, error_body(status, message) -> bytes)``: route groups' own error shapes.
+ErrorShapes = tuple[tuple[str, Callable[[int, str], bytes]], ...]
+
+
 async def _reply(
     send: Send,
     status: int,
@@ -56,8 +60,15 @@ async def _reply(
     *,
     code: str | None = None,
     extra: tuple[tuple[bytes, bytes], ...] = (),
+    path: str = "",
+    shapes: ErrorShapes = (),
 ) -> None:
-    body = error_body(status, message, request_id=rid, code=code)
+    for prefix, shape in shapes:
+        if path.startswith(prefix):
+            body = shape(status, message)
+            break
+    else:
+        body = error_body(status, message, request_id=rid, code=code)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -119,6 +130,7 @@ class Admission:
         "_expired",
         "_reaper",
         "app",
+        "error_shapes",
         "in_flight",
         "max_in_flight",
         "probe_paths",
@@ -135,8 +147,10 @@ class Admission:
         timeout_s: float,
         retry_after_s: int,
         probe_paths: Collection[str],
+        error_shapes: ErrorShapes = (),
     ) -> None:
         self.app = app
+        self.error_shapes = error_shapes
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
         self.tick_s = min(1.0, max(0.01, timeout_s / 20))
@@ -161,6 +175,8 @@ class Admission:
                 rid,
                 code="overloaded",
                 extra=((b"retry-after", self.retry_after),),
+                path=scope["path"],
+                shapes=self.error_shapes,
             )
             return
         task = asyncio.current_task()
@@ -178,7 +194,14 @@ class Admission:
             self._expired.discard(task)
             task.uncancel()
             if "status" not in state:
-                await _reply(send, 504, f"the request took longer than {self.timeout_s:g} s", rid)
+                await _reply(
+                    send,
+                    504,
+                    f"the request took longer than {self.timeout_s:g} s",
+                    rid,
+                    path=scope["path"],
+                    shapes=self.error_shapes,
+                )
         finally:
             self.in_flight -= 1
             self._deadlines.pop(task, None)

@@ -44,7 +44,7 @@ from noa.builtin_plugins.inference.runtime import ModelRuntime, ServedModel
 from noa.builtin_plugins.inference.tensors import OUTPUT, read_inputs
 from noa.plugin_sdk.errors import ApiError, BadRequest, NotFound
 
-__all__ = ["EXTENSIONS", "ModelPath", "kserve_router", "parse_model_path"]
+__all__ = ["EXTENSIONS", "ModelPath", "kserve_error_body", "kserve_router", "parse_model_path"]
 
 log = logging.getLogger("noa.inference")
 
@@ -102,9 +102,15 @@ def parse_model_path(tail: str) -> ModelPath:
 # -- errors in KServe's shape -----------------------------------------------------------
 
 
+def kserve_error_body(status: int, message: str) -> bytes:
+    """KServe's error shape, ``{"error": "<message>"}`` (also for the HTTP core's own
+    503 and 504 on these routes)."""
+    return msgspec.json.encode({"error": message})
+
+
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response[bytes]:
     return Response(
-        content=msgspec.json.encode({"error": message}),
+        content=kserve_error_body(status, message),
         status_code=status,
         media_type=JSON,
         headers=dict(headers or {}),

@@ -81,7 +81,7 @@ def _runtime(host: Host) -> ModelRuntime:
 
 @hookimpl
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
-    from noa.builtin_plugins.inference.api_kserve import kserve_router
+    from noa.builtin_plugins.inference.api_kserve import kserve_error_body, kserve_router
     from noa.builtin_plugins.inference.api_native import admin_handlers, native_handlers
     from noa.builtin_plugins.inference.api_openai import openai_handlers
 
@@ -89,7 +89,9 @@ def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     routes.add("inference", RouteGroup(handlers=tuple(native_handlers(runtime))))
     routes.add("inference-admin", RouteGroup(handlers=tuple(admin_handlers(host.state[_SYNC_KEY]))))
     routes.add("openai-embeddings", RouteGroup(handlers=tuple(openai_handlers(runtime))))
-    routes.add("kserve-v2", RouteGroup(handlers=(kserve_router(runtime),)))
+    routes.add(
+        "kserve-v2", RouteGroup(handlers=(kserve_router(runtime),), error_body=kserve_error_body)
+    )
 
 
 @hookimpl
