@@ -8,6 +8,7 @@ import re
 import types
 from typing import Annotated, Any
 
+import httpx
 import msgspec
 import pytest
 from litestar import get, post
@@ -272,3 +273,57 @@ async def test_openapi_schema_and_docs_page(noa_boot: Any) -> None:
 async def test_openapi_can_be_switched_off(noa_boot: Any) -> None:
     async with noa_boot(["http"], config={"http": {"openapi": False}}) as noa:
         assert (await noa.client.get("/schema/openapi.json")).status_code == 404
+
+
+async def test_every_response_carries_the_hardening_headers(noa_boot: Any) -> None:
+    async with noa_boot(["http"], extra_plugins={"api": api_plugin()}) as noa:
+        for response in (
+            await noa.client.get("/health"),
+            await noa.client.post("/v1/items", json={"name": ""}),  # an error too
+            await noa.client.get("/nowhere"),
+        ):
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["x-frame-options"] == "DENY"
+            assert response.headers["referrer-policy"] == "no-referrer"
+            assert response.headers["content-security-policy"] == (
+                "default-src 'none'; frame-ancestors 'none'"
+            )
+            assert "strict-transport-security" not in response.headers  # plain HTTP
+        docs = await noa.client.get("/schema")
+        assert docs.status_code == 200
+        assert docs.headers["x-content-type-options"] == "nosniff"
+        assert "content-security-policy" not in docs.headers  # Swagger UI loads from a CDN
+        transport = httpx.ASGITransport(app=noa.app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://noa.test") as tls:
+            over_tls = await tls.get("/health")
+        assert over_tls.headers["strict-transport-security"] == "max-age=31536000"
+
+
+async def test_hardening_headers_can_be_turned_off(noa_boot: Any) -> None:
+    async with noa_boot(["http"], config={"http": {"security_headers": False}}) as noa:
+        response = await noa.client.get("/health")
+        assert "x-frame-options" not in response.headers
+        assert "x-request-id" in response.headers
+
+
+async def test_cors_answers_allowed_origins_only(noa_boot: Any) -> None:
+    config = {"http": {"cors_allow_origins": ["https://app.example"]}}
+    async with noa_boot(["http"], config=config, extra_plugins={"api": api_plugin()}) as noa:
+        preflight = await noa.client.options(
+            "/v1/items",
+            headers={
+                "origin": "https://app.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type",
+            },
+        )
+        assert preflight.status_code in (200, 204)
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        simple = await noa.client.get("/health", headers={"origin": "https://app.example"})
+        assert simple.headers["access-control-allow-origin"] == "https://app.example"
+        other = await noa.client.get("/health", headers={"origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    async with noa_boot(["http"]) as noa:  # off by default
+        response = await noa.client.get("/health", headers={"origin": "https://app.example"})
+        assert "access-control-allow-origin" not in response.headers

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
 from noa.builtin_plugins.http.config import HttpConfig
-from noa.builtin_plugins.http.core import Admission, RequestCore
+from noa.builtin_plugins.http.core import Admission, RequestCore, security_headers
 from noa.builtin_plugins.http.errors import exception_handlers
 from noa.builtin_plugins.http.openapi import document_standard_errors
 from noa.plugin_sdk import Host, Middleware, Registry, RouteGroup
@@ -57,8 +58,19 @@ def build_app(host: Host) -> ASGIApp:
             path="/schema",
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(), YamlRenderPlugin()],
         )
+    cors = None
+    if config.cors_allow_origins:
+        cors = CORSConfig(
+            allow_origins=list(config.cors_allow_origins),
+            allow_methods=list(config.cors_allow_methods),  # type: ignore[arg-type]
+            allow_headers=list(config.cors_allow_headers),
+            allow_credentials=config.cors_allow_credentials,
+            expose_headers=["x-request-id", "retry-after"],
+            max_age=config.cors_max_age_s,
+        )
     app = Litestar(
         route_handlers=routers,
+        cors_config=cors,
         openapi_config=openapi,
         exception_handlers=exception_handlers(),
         request_max_body_size=config.max_body_bytes,
@@ -78,4 +90,5 @@ def build_app(host: Host) -> ASGIApp:
     )
     for contribution in reversed(middleware.contributions()):
         wrapped = contribution.item.factory(wrapped)
-    return RequestCore(wrapped)
+    headers = security_headers(config.hsts_max_age_s) if config.security_headers else None
+    return RequestCore(wrapped, headers)

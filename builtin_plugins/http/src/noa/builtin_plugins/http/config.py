@@ -23,3 +23,14 @@ class HttpConfig(PluginConfig, frozen=True):
     retry_after_s: Annotated[int, msgspec.Meta(ge=0)] = 1
     openapi: bool = True
     title: str = "NOA Unified Server"
+    # Hardening headers on every response (nosniff, no framing, no referrer, a
+    # Content-Security-Policy that loads nothing, except on the /schema docs pages).
+    security_headers: bool = True
+    # Strict-Transport-Security max-age, sent only on requests that came over HTTPS.
+    hsts_max_age_s: Annotated[int, msgspec.Meta(ge=0)] = 31_536_000
+    # CORS: origins allowed to call the API from a browser (["*"] for any); empty: off.
+    cors_allow_origins: tuple[str, ...] = ()
+    cors_allow_methods: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    cors_allow_headers: tuple[str, ...] = ("authorization", "content-type", "x-request-id")
+    cors_allow_credentials: bool = False
+    cors_max_age_s: Annotated[int, msgspec.Meta(ge=0)] = 600

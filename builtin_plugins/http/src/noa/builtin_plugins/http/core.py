@@ -78,13 +78,46 @@ async def _reply(
     await send({"type": "http.response.body", "body": body})
 
 
+# Sent on every response when ``http.security_headers`` is on. The API serves JSON only,
+# so its policy loads nothing; the /schema pages (Swagger UI) get none, as they load
+# scripts and styles from a CDN.
+_SECURITY = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+_DOCS_PREFIX = "/schema"
+
+
+def security_headers(hsts_max_age_s: int) -> Callable[[Scope], list[tuple[bytes, bytes]]]:
+    """The hardening headers for one request's response."""
+    api = [*_SECURITY, _CSP]
+    docs = list(_SECURITY)
+    hsts = (b"strict-transport-security", f"max-age={hsts_max_age_s}".encode())
+
+    def for_request(scope: Scope) -> list[tuple[bytes, bytes]]:
+        chosen = docs if scope["path"].startswith(_DOCS_PREFIX) else api
+        if hsts_max_age_s and scope.get("scheme") == "https":
+            return [*chosen, hsts]
+        return chosen
+
+    return for_request
+
+
 class RequestCore:
-    """Outermost layer: request ids and the last-resort error."""
+    """Outermost layer: request ids, hardening headers and the last-resort error."""
 
-    __slots__ = ("app",)
+    __slots__ = ("app", "extra_headers")
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        extra_headers: Callable[[Scope], list[tuple[bytes, bytes]]] | None = None,
+    ) -> None:
         self.app = app
+        self.extra_headers = extra_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,7 +128,9 @@ class RequestCore:
         if state is None:
             state = scope["state"] = {}
         state["request_id"] = rid
-        id_header = (_HEADER, rid.encode("ascii"))
+        added = [(_HEADER, rid.encode("ascii"))]
+        if self.extra_headers is not None:
+            added += self.extra_headers(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -103,9 +138,9 @@ class RequestCore:
                 state["status"] = message["status"]
                 headers = message.get("headers")
                 if isinstance(headers, list):
-                    headers.append(id_header)
+                    headers.extend(added)
                 else:
-                    message["headers"] = [*(headers or ()), id_header]
+                    message["headers"] = [*(headers or ()), *added]
             await send(message)
 
         try:
