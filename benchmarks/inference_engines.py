@@ -37,6 +37,7 @@ after loading and after each workload.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import json
 import os
@@ -96,17 +97,19 @@ def _l2_normalise(x: Embeddings) -> Embeddings:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
-class Engine:
+class Engine(abc.ABC):
     """An engine: ``embed`` runs one batch as given, ``embed_corpus`` a whole corpus."""
 
     name = ""
     corpus_mode = f"sorted by length, batches of {BATCH}"
 
+    @abc.abstractmethod
     def embed(self, texts: Sequence[str]) -> Embeddings:
-        raise NotImplementedError
+        """Embeddings of ``texts`` as one batch, in order."""
 
+    @abc.abstractmethod
     def embed_corpus(self, texts: Sequence[str]) -> Embeddings:
-        raise NotImplementedError
+        """Embeddings of a whole corpus, batched the engine's own way, in input order."""
 
     def versions(self) -> dict[str, str]:
         return {}

@@ -19,16 +19,22 @@ Text = Annotated[str, msgspec.Meta(min_length=1)]
 Timeout = Annotated[float, msgspec.Meta(gt=0)]
 
 
-class EmbedRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Texts to embed. ``input`` is one text or a list of them."""
+class _Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What every native inference request may say besides its inputs."""
 
-    input: Text | list[Text]
+    # The model (default: inference.default_model, else the first loaded).
     model: str | None = None
     # Scale each vector to unit length (the model's own setting when absent).
     normalize: bool | None = None
-    # Cut texts longer than the model's limit; false refuses them with 400.
+    # Cut inputs longer than the model's limit; false refuses them with 400.
     truncate: bool = True
     timeout_ms: Timeout | None = None
+
+
+class EmbedRequest(_Options, forbid_unknown_fields=True, kw_only=True):
+    """Texts to embed. ``input`` is one text or a list of them."""
+
+    input: Text | list[Text]
 
 
 class EmbedResponse(msgspec.Struct, kw_only=True):
@@ -49,15 +55,11 @@ class Tensor(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     data: list[Any]
 
 
-class InferRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class InferRequest(_Options, forbid_unknown_fields=True, kw_only=True):
     """Named tensors: ``text`` (BYTES ``[n]``) or ``input_ids`` (INT ``[n, length]``,
     optional ``attention_mask``)."""
 
     inputs: list[Tensor]
-    model: str | None = None
-    normalize: bool | None = None
-    truncate: bool = True
-    timeout_ms: Timeout | None = None
 
 
 class OutputTensor(msgspec.Struct, kw_only=True):
