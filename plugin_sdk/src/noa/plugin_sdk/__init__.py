@@ -14,6 +14,7 @@ from noa.plugin_sdk.errors import (
     ConfigError,
     Conflict,
     DriverLoadError,
+    Forbidden,
     GatewayTimeout,
     NoaError,
     NotFound,
@@ -24,6 +25,7 @@ from noa.plugin_sdk.errors import (
     RegistrationError,
     ServiceUnavailable,
     TooManyRequests,
+    Unauthorized,
     Unprocessable,
 )
 from noa.plugin_sdk.host import Host
@@ -51,6 +53,7 @@ __all__ = [
     "Contribution",
     "DriverLoadError",
     "DriverSlot",
+    "Forbidden",
     "GatewayTimeout",
     "HealthCheck",
     "Host",
@@ -72,6 +75,7 @@ __all__ = [
     "ServerSettings",
     "ServiceUnavailable",
     "TooManyRequests",
+    "Unauthorized",
     "Unprocessable",
     "hookimpl",
     "hookspec",

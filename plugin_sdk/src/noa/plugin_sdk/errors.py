@@ -34,6 +34,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "DriverLoadError",
+    "Forbidden",
     "GatewayTimeout",
     "NoaError",
     "NotFound",
@@ -44,6 +45,7 @@ __all__ = [
     "RegistrationError",
     "ServiceUnavailable",
     "TooManyRequests",
+    "Unauthorized",
     "Unprocessable",
 ]
 
@@ -131,6 +133,20 @@ class ApiError(NoaError):
 class BadRequest(ApiError):
     status_code = 400
     error_type = "invalid_request_error"
+
+
+class Unauthorized(ApiError):
+    """No valid credentials: missing, malformed, expired, revoked or unknown (401)."""
+
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class Forbidden(ApiError):
+    """Valid credentials that do not grant what the request needs (403)."""
+
+    status_code = 403
+    error_type = "permission_error"
 
 
 class NotFound(ApiError):

@@ -29,6 +29,11 @@ class RouteGroup(msgspec.Struct, frozen=True, kw_only=True):
     routes in the OpenAPI document. ``error_body`` writes the errors the HTTP core itself
     answers on these routes (503 at capacity, 504 past the request timeout) in another
     shape, for protocols with their own (KServe's ``{"error": "..."}``).
+
+    ``scope`` is what a caller needs to reach these routes (``"inference:invoke"``); a
+    handler's ``opt={SCOPE_OPT: ...}`` overrides it (see ``noa.plugin_sdk.auth``). A
+    group that declares none needs ``"*"``: closed by default. ``public`` routes need no
+    credentials at all (probe routes are always public).
     """
 
     handlers: tuple[Any, ...]
@@ -37,6 +42,8 @@ class RouteGroup(msgspec.Struct, frozen=True, kw_only=True):
     tags: tuple[str, ...] = ()
     # ``error_body(status, message)`` returns a JSON body; None: the standard body.
     error_body: Callable[[int, str], bytes] | None = None
+    scope: str | None = None
+    public: bool = False
 
 
 class Middleware(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,18 +1,30 @@
-"""Authentication hooks: plugins contribute schemes that turn a request into a principal."""
+"""Authentication hooks: schemes that turn a credential into a principal, and the policy
+that every transport asks before a handler runs (see ``noa.plugin_sdk.auth``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from noa.plugin_sdk import Registry, hookspec
+from noa.plugin_sdk import Host, Registry, hookspec
 
 
 @hookspec
 def noa_register_auth_schemes(schemes: Registry[Any]) -> None:
-    """Contribute authentication schemes (JWT, API keys, capability tokens ...).
+    """Contribute authentication schemes: ``schemes.add("jwt", scheme)``.
 
-    Each item is an object that the security plugin knows how to drive: it takes the
-    request's credentials and returns a principal or refuses. The consuming plugin
-    defines the exact interface and documents it. Called once per worker at assembly.
-    Returns nothing.
+    Each item is a :class:`noa.plugin_sdk.auth.AuthScheme`: it recognises its own
+    credential format (by prefix) and verifies a credential into a ``Principal``. The
+    auth plugin starts them with the server and asks them in plugin order. Called once
+    per worker at assembly. Returns nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def noa_access_policy(host: Host) -> Any:
+    """Return the :class:`noa.plugin_sdk.auth.AccessPolicy` every transport asks before
+    a non-public handler runs, or ``None`` to pass.
+
+    ``firstresult``: the first plugin that returns one wins (the built-in ``auth``
+    plugin). With none enabled, the transports serve loopback callers only. Called once
+    per worker at assembly; the policy acquires its resources at startup.
     """

@@ -1,0 +1,1 @@
+"""NOA auth plugin: authentication, scopes and rate limits (no side effects on import)."""
