@@ -121,6 +121,26 @@ class Kernel:
         """Call ``hook_name`` on each plugin in plugin order; errors name the plugin."""
         return self._call(hook_name, lambda _plugin: kwargs)
 
+    def call_first(self, hook_name: str, **kwargs: Any) -> Any:
+        """The first non-None result of ``hook_name`` in plugin order (for ``firstresult``
+        hooks such as ``noa_access_policy``); None when no plugin answers."""
+        impls = self._impls(hook_name)
+        for plugin in self.plugin_set.loaded:
+            impl = impls.get(plugin.name)
+            if impl is None:
+                continue
+            try:
+                result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except NoaError:
+                raise
+            except Exception as exc:
+                raise PluginLoadError(
+                    plugin.name, f"{hook_name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            if result is not None:
+                return result
+        return None
+
     def collect(self, hook_name: str, registry: R) -> R:
         spec = getattr(self.pm.hook, hook_name).spec
         registrar_arg = next(a for a in spec.argnames if a != "host")

@@ -37,8 +37,10 @@ __all__ = [
 ANY_SCOPE = "*"
 #: Handler ``opt`` key overriding its route group's scope.
 SCOPE_OPT = "noa_scope"
-#: Handler ``opt`` key naming the resource a request touches, as a template filled from
-#: the path parameters: ``"model:{model_name}"``. Capability tokens are checked against it.
+#: Handler ``opt`` key naming the resource a request touches: a template filled from the
+#: path parameters (``"model:{model_name}"``) or a function of them returning the
+#: resource or None. Capability tokens are checked against it; a capability token is
+#: refused on a route that names no resource.
 RESOURCE_OPT = "noa_resource"
 #: Where a handler finds the authenticated :class:`Principal`: ``request.state[...]``
 #: (the ASGI ``scope["state"]``).

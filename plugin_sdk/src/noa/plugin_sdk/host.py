@@ -57,6 +57,11 @@ class Host(Protocol):
         order, with ``registry`` bound to each in turn; return the filled registry."""
         ...
 
+    def call_first(self, hook_name: str, **kwargs: Any) -> Any:
+        """Call the ``firstresult`` hook ``hook_name`` on enabled plugins in plugin order
+        and return the first result that is not ``None`` (``None`` if none answers)."""
+        ...
+
     def plugins(self) -> list[PluginRecord]:
         """Every discovered plugin with its state (the ``noa plugins list`` rows)."""
         ...

@@ -33,7 +33,7 @@ class RouteGroup(msgspec.Struct, frozen=True, kw_only=True):
     ``scope`` is what a caller needs to reach these routes (``"inference:invoke"``); a
     handler's ``opt={SCOPE_OPT: ...}`` overrides it (see ``noa.plugin_sdk.auth``). A
     group that declares none needs ``"*"``: closed by default. ``public`` routes need no
-    credentials at all (probe routes are always public).
+    credentials at all; so do probe routes that declare no scope (health, readiness).
     """
 
     handlers: tuple[Any, ...]

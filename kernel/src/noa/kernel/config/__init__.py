@@ -125,13 +125,14 @@ class Config:
         }
 
 
-def _mask(node: dict[str, Any], prefix: tuple[str, ...], secret_keys: set[str]) -> None:
-    for key, value in node.items():
-        dotted = ".".join((*prefix, key))
+def _mask(node: dict[str, Any] | list[Any], prefix: tuple[str, ...], secret_keys: set[str]) -> None:
+    items = list(node.items() if isinstance(node, dict) else enumerate(node))
+    for key, value in items:
+        dotted = ".".join((*prefix, str(key)))
         if dotted in secret_keys:
-            node[key] = MASK
-        elif isinstance(value, dict):
-            _mask(value, (*prefix, key), secret_keys)
+            node[key] = MASK  # type: ignore[index,call-overload]
+        elif isinstance(value, dict | list):
+            _mask(value, (*prefix, str(key)), secret_keys)
 
 
 def _walk_sources(

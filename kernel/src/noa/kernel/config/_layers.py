@@ -116,15 +116,20 @@ class Merged:
         self._resolve(self.tree, (), environ)
 
     def _resolve(
-        self, node: dict[str, Any], prefix: tuple[str, ...], environ: Mapping[str, str]
+        self, node: dict[str, Any] | list[Any], prefix: tuple[str, ...], environ: Mapping[str, str]
     ) -> None:
-        for key, value in node.items():
-            dotted = ".".join((*prefix, key))
-            if isinstance(value, SecretRef):
-                node[key] = value.resolve(dotted, self.source_of(dotted), environ)
+        items: Iterable[tuple[Any, Any]] = (
+            node.items() if isinstance(node, dict) else enumerate(node)
+        )
+        for key, value in list(items):
+            dotted = ".".join((*prefix, str(key)))
+            # In a list (an array of tables), a reference is still a plain mapping.
+            ref = value if isinstance(value, SecretRef) else _as_secret_ref(value)
+            if ref is not None:
+                node[key] = ref.resolve(dotted, self.source_of(dotted), environ)
                 self.secret_keys.add(dotted)
-            elif isinstance(value, dict):
-                self._resolve(value, (*prefix, key), environ)
+            elif isinstance(value, dict | list):
+                self._resolve(value, (*prefix, str(key)), environ)
 
     def lookup(self, dotted: str) -> Any:
         node: Any = self.tree

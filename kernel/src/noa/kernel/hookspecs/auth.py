@@ -9,8 +9,10 @@ from noa.plugin_sdk import Host, Registry, hookspec
 
 
 @hookspec
-def noa_register_auth_schemes(schemes: Registry[Any]) -> None:
+def noa_register_auth_schemes(schemes: Registry[Any], host: Host) -> None:
     """Contribute authentication schemes: ``schemes.add("jwt", scheme)``.
+
+    ``host`` gives the plugin's config section (``host.section(...)``) to build them.
 
     Each item is a :class:`noa.plugin_sdk.auth.AuthScheme`: it recognises its own
     credential format (by prefix) and verifies a credential into a ``Principal``. The

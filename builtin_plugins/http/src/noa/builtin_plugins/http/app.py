@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from noa.builtin_plugins.http.access import GROUP_OPT, PUBLIC_OPT, AccessLayer, LoopbackOnly
 from noa.builtin_plugins.http.config import HttpConfig
 from noa.builtin_plugins.http.core import Admission, RequestCore, security_headers
 from noa.builtin_plugins.http.errors import exception_handlers
+from noa.builtin_plugins.http.jsondepth import request_class
 from noa.builtin_plugins.http.openapi import document_standard_errors
 from noa.plugin_sdk import Host, Middleware, Registry, RouteGroup
+from noa.plugin_sdk.auth import SCOPE_OPT, AccessPolicy
 from noa.plugin_sdk.transport import ASGIApp
 
 __all__ = ["build_app"]
+
+log = logging.getLogger("noa.http")
 
 
 def _version() -> str:
@@ -36,10 +44,22 @@ def build_app(host: Host) -> ASGIApp:
     error_shapes: list[tuple[str, Callable[[int, str], bytes]]] = []
     for contribution in groups.contributions():
         group = contribution.item
+        public = group.public or (group.probe and group.scope is None)
+        if group.scope is None and not public:
+            log.warning(
+                "route group %r of plugin %r declares no scope: only callers holding '*' "
+                "may use it",
+                contribution.name,
+                contribution.plugin,
+            )
+        opt: dict[str, Any] = {GROUP_OPT: contribution.name, PUBLIC_OPT: public}
+        if group.scope is not None:
+            opt[SCOPE_OPT] = group.scope
         router = Router(
             path=group.path,
             route_handlers=list(group.handlers),
             tags=list(group.tags) or None,
+            opt=opt,
         )
         routers.append(router)
         if group.probe:
@@ -57,7 +77,21 @@ def build_app(host: Host) -> ASGIApp:
             version=_version(),
             path="/schema",
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(), YamlRenderPlugin()],
+            # The document's own routes: public, or behind "docs:read".
+            openapi_router=Router(
+                path="/schema",
+                route_handlers=[],
+                opt={
+                    GROUP_OPT: "openapi",
+                    PUBLIC_OPT: config.openapi_public,
+                    SCOPE_OPT: "docs:read",
+                },
+            ),
         )
+    policy: AccessPolicy | None = host.call_first("noa_access_policy", host=host)
+    if policy is None:
+        log.warning("no access policy (the 'auth' plugin is disabled): serving local callers only")
+        policy = LoopbackOnly()
     cors = None
     if config.cors_allow_origins:
         cors = CORSConfig(
@@ -73,6 +107,8 @@ def build_app(host: Host) -> ASGIApp:
         cors_config=cors,
         openapi_config=openapi,
         exception_handlers=exception_handlers(),
+        middleware=[DefineMiddleware(AccessLayer, policy=policy)],
+        request_class=request_class(config.max_json_depth),
         request_max_body_size=config.max_body_bytes,
         logging_config=None,
         debug=False,

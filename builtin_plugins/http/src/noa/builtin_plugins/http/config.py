@@ -21,7 +21,12 @@ class HttpConfig(PluginConfig, frozen=True):
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     max_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 512
     retry_after_s: Annotated[int, msgspec.Meta(ge=0)] = 1
+    # Deepest nesting of arrays and objects accepted in a JSON body (400 beyond).
+    max_json_depth: Annotated[int, msgspec.Meta(ge=1, le=512)] = 64
     openapi: bool = True
+    # The OpenAPI document and its pages under /schema answer without credentials
+    # (false: they need the "docs:read" scope).
+    openapi_public: bool = True
     title: str = "NOA Unified Server"
     # Hardening headers on every response (nosniff, no framing, no referrer, a
     # Content-Security-Policy that loads nothing, except on the /schema docs pages).

@@ -131,6 +131,18 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return error_response(status, body, exc.headers)
 
 
+def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
+    # Raised by a decoder (msgspec stops near 1,000 levels) on a body nested too deeply
+    # that the HTTP core's own depth check did not see (a compressed body, say).
+    body = error_body(
+        400,
+        "the request body nests too deeply to decode",
+        request_id=request_id_of(request),
+        code="json_too_deep",
+    )
+    return error_response(400, body)
+
+
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     rid = request_id_of(request)
     log.error(
@@ -154,5 +166,6 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         ApiError: _api_error,
         ValidationException: _validation_error,
         HTTPException: _http_error,
+        RecursionError: _too_deep,
         Exception: _internal_error,
     }

@@ -19,7 +19,7 @@ def noa_register_config_sections(sections: Registry[type[PluginConfig]]) -> None
 @hookimpl
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     routes.add("probes", RouteGroup(handlers=tuple(probe_handlers(host)), probe=True))
-    routes.add("plugins", RouteGroup(handlers=tuple(api_handlers(host))))
+    routes.add("plugins", RouteGroup(handlers=tuple(api_handlers(host)), scope="plugins:read"))
 
 
 @hookimpl

@@ -42,6 +42,7 @@ from noa.builtin_plugins.inference.kserve_wire import (
 )
 from noa.builtin_plugins.inference.runtime import ModelRuntime, ServedModel
 from noa.builtin_plugins.inference.tensors import OUTPUT, read_inputs
+from noa.plugin_sdk.auth import RESOURCE_OPT
 from noa.plugin_sdk.errors import ApiError, BadRequest, NotFound
 
 __all__ = ["EXTENSIONS", "ModelPath", "kserve_error_body", "kserve_router", "parse_model_path"]
@@ -97,6 +98,11 @@ def parse_model_path(tail: str) -> ModelPath:
         found_version = parts.pop()
         parts.pop()
     return ModelPath("/".join(parts), found_version, action)
+
+
+def model_resource(params: dict[str, Any]) -> str:
+    """The resource a ``/v2/models/...`` request touches, for capability tokens."""
+    return f"model:{parse_model_path(params['tail']).model}"
 
 
 # -- errors in KServe's shape -----------------------------------------------------------
@@ -254,7 +260,12 @@ def kserve_router(runtime: ModelRuntime) -> Router:
         ok = _server_ready(runtime)
         return Response(ServerReady(ready=ok), status_code=200 if ok else 503)
 
-    @get("/models/{tail:path}", summary="Model metadata, readiness or config", sync_to_thread=False)
+    @get(
+        "/models/{tail:path}",
+        summary="Model metadata, readiness or config",
+        sync_to_thread=False,
+        opt={RESOURCE_OPT: model_resource},
+    )
     def model_get(tail: FromPath[str]) -> Response[bytes]:
         """``/v2/models/<name>[/versions/1]`` answers the model's metadata (inputs,
         outputs, platform); ``.../ready`` 200 or 503 with ``{"name", "ready"}``;
@@ -275,7 +286,12 @@ def kserve_router(runtime: ModelRuntime) -> Router:
             return Response(msgspec.json.encode(_model_config(runtime, served)), media_type=JSON)
         return Response(msgspec.json.encode(_model_metadata(runtime, served)), media_type=JSON)
 
-    @post("/models/{tail:path}", summary="Run inference", status_code=200)
+    @post(
+        "/models/{tail:path}",
+        summary="Run inference",
+        status_code=200,
+        opt={RESOURCE_OPT: model_resource},
+    )
     async def model_infer(tail: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         """``/v2/models/<name>[/versions/1]/infer``: the Open Inference Protocol request.
 

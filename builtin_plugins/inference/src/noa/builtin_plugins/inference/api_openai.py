@@ -33,6 +33,7 @@ from litestar.params import FromPath, JSONBody
 from noa.builtin_plugins.inference.disconnect import client_gone
 from noa.builtin_plugins.inference.errors import ModelNotFound, ModelNotReady
 from noa.builtin_plugins.inference.runtime import ModelRuntime, ModelStatus, ServedModel
+from noa.plugin_sdk.auth import RESOURCE_OPT
 from noa.plugin_sdk.errors import ApiError, BadRequest, NotFound
 from numpy.typing import NDArray
 
@@ -246,6 +247,7 @@ def openai_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
         ),
         tags=["openai"],
         responses=_NOT_FOUND,
+        opt={RESOURCE_OPT: "model:{model_id}"},
     )
     async def retrieve_model(model_id: FromPath[str]) -> Model:
         name = model_id.lstrip("/")  # a path parameter keeps its leading slash

@@ -86,11 +86,18 @@ def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.inference.api_openai import openai_handlers
 
     runtime = _runtime(host)
-    routes.add("inference", RouteGroup(handlers=tuple(native_handlers(runtime))))
-    routes.add("inference-admin", RouteGroup(handlers=tuple(admin_handlers(host.state[_SYNC_KEY]))))
-    routes.add("openai-embeddings", RouteGroup(handlers=tuple(openai_handlers(runtime))))
+    invoke = "inference:invoke"
+    routes.add("inference", RouteGroup(handlers=tuple(native_handlers(runtime)), scope=invoke))
     routes.add(
-        "kserve-v2", RouteGroup(handlers=(kserve_router(runtime),), error_body=kserve_error_body)
+        "inference-admin",
+        RouteGroup(handlers=tuple(admin_handlers(host.state[_SYNC_KEY])), scope="inference:admin"),
+    )
+    routes.add(
+        "openai-embeddings", RouteGroup(handlers=tuple(openai_handlers(runtime)), scope=invoke)
+    )
+    routes.add(
+        "kserve-v2",
+        RouteGroup(handlers=(kserve_router(runtime),), error_body=kserve_error_body, scope=invoke),
     )
 
 

@@ -19,6 +19,8 @@ class ObservabilityConfig(PluginConfig, frozen=True):
     # Serve Prometheus metrics at metrics_path and count every request.
     metrics: bool = True
     metrics_path: str = "/metrics"
+    # The metrics route answers without credentials; false: it needs "metrics:read".
+    metrics_public: bool = True
     # OTLP/HTTP endpoint of a collector (e.g. "http://127.0.0.1:4318"); empty: no tracing.
     otlp_endpoint: str = ""
     service_name: str = "noa"

@@ -75,7 +75,13 @@ def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     metrics = _shared(host)["metrics"]
     if metrics is not None:
         routes.add(
-            "metrics", RouteGroup(handlers=(metrics.handler(config.metrics_path),), probe=True)
+            "metrics",
+            RouteGroup(
+                handlers=(metrics.handler(config.metrics_path),),
+                probe=True,
+                scope="metrics:read",
+                public=config.metrics_public,
+            ),
         )
 
 
