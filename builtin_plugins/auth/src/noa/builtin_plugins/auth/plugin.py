@@ -71,18 +71,21 @@ def _policy(host: Host) -> Any:
     return policy
 
 
-def _redis_url(host: Host) -> str | None:
-    """Where the rate-limit buckets live (see ``auth.rate_limit_store``)."""
+def _rate_limit_store(host: Host) -> tuple[str | None, str]:
+    """Where the rate-limit buckets live (``auth.rate_limit_store``): the cache's Redis
+    URL, or None for memory; and the key prefix (the cache's, so deployments sharing a
+    Redis stay apart). The [cache] section is read by its documented keys."""
     store = _config(host).rate_limit_store
+    cache: Any = host.section("cache", PluginConfig)
+    prefix = f"{cache.redis_prefix}rl:"
     if store == "memory" or (store == "auto" and host.config_value("drivers.cache") != "redis"):
-        return None
-    url = host.config_value("cache.redis_url")
-    return str(url.reveal() if hasattr(url, "reveal") else url)
+        return None, prefix
+    return cache.redis_url.reveal(), prefix
 
 
 @hookimpl
 async def noa_startup(host: Host) -> None:
-    await _policy(host).start(host, _redis_url(host))
+    await _policy(host).start(host, *_rate_limit_store(host))
 
 
 @hookimpl

@@ -86,11 +86,11 @@ class Policy:
         self._pending: set[asyncio.Task[None]] = set()
         self._refusals: Any = NoMetrics().counter("", "")
 
-    async def start(self, host: Any, redis_url: str | None) -> None:
+    async def start(self, host: Any, redis_url: str | None, redis_prefix: str) -> None:
         self._state = host.state
         self._refusals = metrics_of(host.state).counter(
             "auth_refusals_total",
-            "Requests refused by the access policy, by status code and reason code.",
+            "Requests refused by authentication (401) or scope (403), by status and code.",
             ("status", "code"),
         )
         for scheme in self.schemes:
@@ -98,8 +98,10 @@ class Policy:
         # Also without group limits: API keys may carry their own limit or quota.
         self.limiter = RateLimiter(
             redis_url=redis_url,
+            prefix=redis_prefix,
             timeout_s=self.config.rate_limit_timeout_s,
             retry_s=self.config.rate_limit_retry_s,
+            metrics=metrics_of(host.state),  # counts 429s as auth_rate_limited_total
         )
         await self.limiter.start()
         if self.config.anonymous == "loopback":
@@ -184,7 +186,6 @@ class Policy:
         )
         headers = _rate_headers(decision)
         if not decision.allowed:
-            self._refusals.labels("429", decision.reason or "rate").inc()
             what = "daily quota" if decision.reason == "quota" else "rate limit"
             raise TooManyRequests(
                 f"{what} exceeded for {principal.subject}; retry after the Retry-After delay",

@@ -1,0 +1,99 @@
+"""The HTTP core asks the access policy (``noa_access_policy``) before every non-public
+handler, with what the route declares; without one it serves local callers only."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import httpx
+from litestar import get
+from litestar.params import FromPath
+from noa.plugin_sdk import Forbidden, Registry, RouteGroup, hookimpl
+from noa.plugin_sdk.auth import RESOURCE_OPT, AccessRequest, Grant, Principal
+
+
+class RecordingPolicy:
+    """Lets a request in when it carries ``x-let-in``; remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[AccessRequest] = []
+
+    async def authorize(self, request: AccessRequest) -> Grant:
+        self.asked.append(request)
+        if (b"x-let-in", b"yes") not in request.headers:
+            raise Forbidden("not today", code="nope")
+        return Grant(
+            principal=Principal(subject="test:someone", scheme="test"),
+            headers=(("x-granted", request.scope),),
+        )
+
+
+def plugin(policy: RecordingPolicy) -> types.ModuleType:
+    @get("/guarded/{name:str}", sync_to_thread=False, opt={RESOURCE_OPT: "box:{name}"})
+    def guarded(name: FromPath[str]) -> dict[str, str]:
+        return {"name": name}
+
+    @get("/bare", sync_to_thread=False)
+    def bare() -> dict[str, bool]:
+        return {"ok": True}
+
+    @get("/free", sync_to_thread=False)
+    def free() -> dict[str, bool]:
+        return {"ok": True}
+
+    module = types.ModuleType("policy_plugin")
+
+    @hookimpl
+    def noa_access_policy(host: Any) -> RecordingPolicy:
+        return policy
+
+    @hookimpl
+    def noa_register_routes(routes: Registry[RouteGroup]) -> None:
+        routes.add("boxes", RouteGroup(handlers=(guarded,), scope="boxes:read"))
+        routes.add("bare", RouteGroup(handlers=(bare,)))
+        routes.add("free", RouteGroup(handlers=(free,), public=True))
+
+    module.noa_access_policy = noa_access_policy  # type: ignore[attr-defined]
+    module.noa_register_routes = noa_register_routes  # type: ignore[attr-defined]
+    return module
+
+
+async def test_the_policy_sees_the_routes_scope_group_and_resource(noa_boot: Any) -> None:
+    policy = RecordingPolicy()
+    async with noa_boot(["http"], extra_plugins={"policy": plugin(policy)}) as noa:
+        allowed = await noa.client.get("/guarded/b1", headers={"x-let-in": "yes"})
+        assert allowed.json() == {"name": "b1"}
+        assert allowed.headers["x-granted"] == "boxes:read"
+        asked = policy.asked[-1]
+        assert (asked.scope, asked.group, asked.resource) == ("boxes:read", "boxes", "box:b1")
+        assert (asked.method, asked.path, asked.peer, asked.secure) == (
+            "GET",
+            "/guarded/b1",
+            "127.0.0.1",
+            False,
+        )
+        # A group that declares no scope needs "*".
+        await noa.client.get("/bare", headers={"x-let-in": "yes"})
+        assert policy.asked[-1].scope == "*"
+        refused = await noa.client.get("/guarded/b1")
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "nope"
+        # Public routes and probes never reach the policy.
+        count = len(policy.asked)
+        for path in ("/free", "/health", "/ready", "/schema/openapi.json"):
+            assert (await noa.client.get(path)).status_code == 200
+        assert len(policy.asked) == count
+
+
+async def test_without_a_policy_only_local_callers_are_served(noa_boot: Any) -> None:
+    async with noa_boot(["http"]) as noa:
+        assert (await noa.client.get("/v1/plugins")).status_code == 200
+        forwarded = await noa.client.get("/v1/plugins", headers={"x-forwarded-for": "203.0.113.1"})
+        assert forwarded.status_code == 401
+        transport = httpx.ASGITransport(app=noa.app, client=("203.0.113.1", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://noa.test") as remote:
+            refused = await remote.get("/v1/plugins")
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == "auth_not_configured"
+            assert (await remote.get("/health")).status_code == 200
