@@ -19,13 +19,14 @@ class JwtKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """One trusted JWT signer. Exactly one of ``public_key_file``, ``jwks_url`` and
     ``secret``. The algorithms are pinned here, never taken from the token."""
 
-    # Matches the token header's "kid"; "" serves tokens that carry no kid. Keys from a
-    # JWKS are matched by the kid each JWK names.
+    # Matches the token header's "kid"; "" serves tokens that carry no kid. Leave it
+    # empty with jwks_url: keys from a JWKS are matched by the kid each JWK names.
     kid: str = ""
     algorithms: tuple[str, ...]
     # PEM public key (RS256/RS384/RS512, ES256/ES384, PS256, EdDSA).
     public_key_file: str = ""
-    # A JWKS endpoint (https), fetched at start, cached and refreshed.
+    # A JWKS endpoint, fetched at start, cached and refreshed: https (plain http only to
+    # a loopback address).
     jwks_url: str = ""
     # HS256/HS384/HS512 shared secret: write it as {env = "NOA_JWT_SECRET"}.
     secret: Secret | None = None
