@@ -43,7 +43,7 @@ def test_config_show_names_each_layer_and_masks_secrets(noa_cli: Any, tmp_path: 
         "--json",
         "--set",
         "http.max_in_flight=7",
-        env={"OTLP_URL": "http://user:token@collector:4318", "NOA_SERVER__PORT": "9100"},
+        env={"OTLP_URL": "http://user:s3cr3t-pw@collector:4318", "NOA_SERVER__PORT": "9100"},
     )
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
@@ -51,7 +51,7 @@ def test_config_show_names_each_layer_and_masks_secrets(noa_cli: Any, tmp_path: 
     assert shown["values"]["server"]["port"] == 9100
     assert shown["values"]["http"]["max_in_flight"] == 7
     assert shown["values"]["observability"]["otlp_endpoint"] == "********"
-    assert "token" not in result.stdout
+    assert "s3cr3t-pw" not in result.stdout
     sources = shown["sources"]
     assert sources["server.port"] == "environment NOA_SERVER__PORT"
     assert sources["server.workers"] == "config/embedded.toml"
@@ -59,7 +59,7 @@ def test_config_show_names_each_layer_and_masks_secrets(noa_cli: Any, tmp_path: 
     assert sources["http.max_in_flight"] == "CLI --set http.max_in_flight"
     assert sources["http.max_body_bytes"] == "built-in default"
 
-    table = noa_cli("config", "show", env={"OTLP_URL": "http://user:token@collector:4318"}).stdout
+    table = noa_cli("config", "show", env={"OTLP_URL": "http://user:s3cr3t-pw@collector:4318"}).stdout
     assert "token" not in table
     assert any(
         line.startswith("server.port") and "built-in default" not in line

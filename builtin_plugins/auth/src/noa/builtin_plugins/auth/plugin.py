@@ -99,10 +99,11 @@ async def noa_shutdown(host: Host) -> None:
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.auth.admin_api import admin_handlers
 
-    routes.add(
-        "auth-admin",
-        RouteGroup(handlers=tuple(admin_handlers(host, _config(host))), scope="auth:admin"),
+    policy = _policy(host)
+    handlers = admin_handlers(
+        host, _config(host), key_scheme=policy.scheme("api_key"), jwt_scheme=policy.scheme("jwt")
     )
+    routes.add("auth-admin", RouteGroup(handlers=tuple(handlers), scope="auth:admin"))
 
 
 @hookimpl

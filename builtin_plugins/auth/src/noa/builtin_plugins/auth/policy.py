@@ -86,6 +86,10 @@ class Policy:
         self._pending: set[asyncio.Task[None]] = set()
         self._refusals: Any = NoMetrics().counter("", "")
 
+    def scheme(self, name: str) -> Any:
+        """The scheme called ``name`` (``jwt``, ``api_key`` ...), or None."""
+        return next((s for s in self.schemes if s.name == name), None)
+
     async def start(self, host: Any, redis_url: str | None, redis_prefix: str) -> None:
         self._state = host.state
         self._refusals = metrics_of(host.state).counter(

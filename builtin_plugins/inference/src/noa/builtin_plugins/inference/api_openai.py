@@ -247,7 +247,7 @@ def openai_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
         ),
         tags=["openai"],
         responses=_NOT_FOUND,
-        opt={RESOURCE_OPT: "model:{model_id}"},
+        opt={RESOURCE_OPT: lambda params: f"model:{params['model_id'].lstrip('/')}"},
     )
     async def retrieve_model(model_id: FromPath[str]) -> Model:
         name = model_id.lstrip("/")  # a path parameter keeps its leading slash
