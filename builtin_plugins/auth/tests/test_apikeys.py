@@ -512,10 +512,17 @@ def test_noa_keys_create_list_show_revoke(noa_cli: Any, tmp_path: Path) -> None:
     again = noa_cli("keys", "revoke", key_id, env=env)
     assert again.returncode == 0 and "already revoked" in again.stdout
 
-    # The database holds the hash, never the key.
+    # The database holds the hash, never the key; each change is an audit row.
     with sqlite3.connect(tmp_path / "data" / "noa.sqlite3") as conn:
         dump = "\n".join(conn.iterdump())
+        audited = conn.execute(
+            "SELECT actor, action, resource FROM noa_audit_event ORDER BY at"
+        ).fetchall()
     assert secret not in dump and hash_key(key.group(0)) in dump
+    assert audited == [
+        ("cli", "auth.key.create", f"api_key:{key_id}"),
+        ("cli", "auth.key.revoke", f"api_key:{key_id}"),
+    ]
 
 
 def test_noa_keys_errors_are_one_line(noa_cli: Any, tmp_path: Path) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import msgspec
 from noa.plugin_sdk import Host, PluginInfo, Registry, hookimpl
-from noa.plugin_sdk.audit import AUDIT_QUEUE, AuditEvent
+from noa.plugin_sdk.audit import AUDIT_QUEUE, AuditEvent, store
 from noa.plugin_sdk.ports.broker import BROKER_STATE_KEY, Message
 from noa.plugin_sdk.ports.storage import STORAGE_STATE_KEY
 
@@ -17,14 +16,6 @@ PLUGIN_INFO = PluginInfo(
 )
 
 _STATE = "noa.audit.consumer"
-
-INSERT = (
-    "INSERT INTO noa_audit_event "
-    "(event_id, at, actor, action, resource, outcome, request_id, detail) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-    # A redelivered event (same payload, same id) is not stored twice.
-    "ON CONFLICT (event_id) DO NOTHING"
-)
 
 
 @hookimpl
@@ -38,23 +29,10 @@ async def noa_startup(host: Host) -> None:
     broker = host.state[BROKER_STATE_KEY]
     decode = msgspec.json.Decoder(AuditEvent).decode
 
-    async def store(message: Message) -> None:
-        event = decode(message.payload)
-        # The payload's hash is the event's id.
-        event_id = hashlib.sha256(message.payload).hexdigest()[:64]
-        await storage.execute(
-            INSERT,
-            event_id,
-            event.at,
-            event.actor,
-            event.action,
-            event.resource,
-            event.outcome,
-            event.request_id,
-            msgspec.json.encode(event.detail).decode(),
-        )
+    async def consume(message: Message) -> None:
+        await store(storage, decode(message.payload), message.payload)
 
-    host.state[_STATE] = await broker.consume(AUDIT_QUEUE, store, max_deliveries=10)
+    host.state[_STATE] = await broker.consume(AUDIT_QUEUE, consume, max_deliveries=10)
 
 
 @hookimpl

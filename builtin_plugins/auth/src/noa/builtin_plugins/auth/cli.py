@@ -1,9 +1,9 @@
 """``noa keys`` (create, list, show, revoke API keys) and ``noa tokens mint``.
 
 They act on the configured database directly, like ``noa migrate``: no server needs to
-run. Each change is recorded as an audit event with actor ``cli``; it reaches the audit
-table through an out-of-process broker (NATS), and is logged when the broker is the
-in-process one (no consumer lives in this process).
+run. Each change is recorded as an audit event with actor ``cli``: through the broker
+when it is NATS (the servers' audit consumers store it), else written to the audit
+table here (an in-process broker has no consumer in this process).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from noa.builtin_plugins.auth.apikeys import ID_PATTERN, ApiKeyRecord, ApiKeySto
 from noa.builtin_plugins.auth.capability import check_keys, mint, verify
 from noa.builtin_plugins.auth.config import AuthConfig
 from noa.plugin_sdk import Host, PluginConfig
-from noa.plugin_sdk.audit import AuditEvent, record
+from noa.plugin_sdk.audit import AuditEvent, record, store
 from noa.plugin_sdk.auth import RateLimit
 from noa.plugin_sdk.errors import ApiError, NoaError
 from noa.plugin_sdk.ports.broker import BROKER_STATE_KEY
@@ -84,7 +84,7 @@ def _section(host: Host, name: str) -> PluginConfig:
 
 
 async def _start_broker(host: Host) -> None:
-    # An in-process broker has no audit consumer in this process: record() logs instead.
+    # An in-process broker has no audit consumer in this process: _audit stores directly.
     try:
         driver = host.config_value("drivers.broker")
         config = host.section("broker", PluginConfig)
@@ -150,9 +150,15 @@ def _store(host: Host) -> ApiKeyStore:
 
 
 async def _audit(host: Host, action: str, resource: str, **detail: Any) -> None:
-    await record(
-        host.state, AuditEvent(actor=ACTOR, action=action, resource=resource, detail=detail)
-    )
+    event = AuditEvent(actor=ACTOR, action=action, resource=resource, detail=detail)
+    if BROKER_STATE_KEY in host.state:
+        await record(host.state, event)
+        return
+    # The in-process broker has no audit consumer in this process: write the row here.
+    try:
+        await store(host.state[STORAGE_STATE_KEY], event)
+    except Exception as exc:  # the audit table is missing: the change itself stands
+        click.echo(f"noa: warning: audit event not stored ({type(exc).__name__}: {exc})", err=True)
 
 
 def _show(record_: ApiKeyRecord) -> None:

@@ -3,7 +3,7 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns import JSON, BigInt, DoublePrecision, Integer, Varchar
 
-ID = "2026-12-01T09:00:00:000000"
+ID = "2026-11-29T18:00:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "API keys table"
 
