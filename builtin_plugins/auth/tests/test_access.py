@@ -8,6 +8,7 @@ a test plugin whose routes declare scopes, a resource, nothing, or public.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import types
 from typing import Any
@@ -306,3 +307,60 @@ async def test_oversized_body_is_413(server: Any) -> None:
         "/demo/write", content=big, headers={**writer, "content-type": "application/json"}
     )
     assert response.status_code == 413
+
+
+async def test_an_api_keys_own_limit_and_daily_quota(server: Any) -> None:
+    admin = bearer(token("*"))
+
+    async def key_with(**limits: Any) -> dict[str, str]:
+        body = {"name": "limited", "scopes": ["plugins:read"], **limits}
+        created = await server.client.post("/v1/admin/keys", json=body, headers=admin)
+        assert created.status_code == 201, created.text
+        return {"X-API-Key": created.json()["key"]}
+
+    limited = await key_with(rate_limit={"per_s": 0.001, "burst": 2})
+    codes = [
+        (await server.client.get("/v1/plugins", headers=limited)).status_code for _ in range(3)
+    ]
+    assert codes == [200, 200, 429]
+    quota = await key_with(quota_per_day=3)
+    answers = [await server.client.get("/v1/plugins", headers=quota) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert error_of(answers[-1])["code"] == "quota_exceeded"
+
+
+async def test_redis_unreachable_limits_fail_open_and_authentication_fails_closed(
+    noa_boot: Any, data_dir: str
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    cfg = config(data_dir)
+    cfg["drivers"] = {"cache": "redis"}
+    cfg["cache"] = {"redis_url": f"redis://127.0.0.1:{closed}/0", "redis_timeout_s": 0.2}
+    async with noa_boot(
+        PLUGINS, config=cfg, extra_plugins={"demo": demo_plugin()}, environ=ENV
+    ) as noa:
+        # The limiter decides from memory: calls are served, and the limit still holds.
+        headers = bearer(token("demo:read", sub="during-outage"))
+        codes = [
+            (await noa.client.get("/demo/read", headers=headers)).status_code for _ in range(6)
+        ]
+        assert codes == [200] * 5 + [429]
+        # Credentials are still checked: nothing bad gets in because Redis is gone.
+        assert (await noa.client.get("/demo/read")).status_code == 401
+        forged = jwt.encode(
+            {"sub": "x", "scope": "*"}, "another-secret-0123456789abcdef01234", "HS256"
+        )
+        assert (await noa.client.get("/demo/read", headers=bearer(forged))).status_code == 401
+        # A revocation made now still reaches this worker (through the database).
+        victim = token("demo:read", sub="victim", jti="outage-jti")
+        assert (await noa.client.get("/demo/read", headers=bearer(victim))).is_success
+        revoked = await noa.client.post(
+            "/v1/admin/tokens/revocations",
+            json={"jti": "outage-jti", "expires_at": time.time() + 300},
+            headers=bearer(token("*")),
+        )
+        assert revoked.status_code == 204, revoked.text
+        await asyncio.sleep(0.6)
+        assert (await noa.client.get("/demo/read", headers=bearer(victim))).status_code == 401
