@@ -10,13 +10,18 @@ What it measures, in one run:
   default runtime mode, access log off); at 1 and 2 workers, both servers up side by
   side and their runs alternating for ``--rounds`` rounds (median reported); the ratio
   full/bare;
+* the same for two more ``noa serve`` targets, to price security: ``auth`` (``[auth]
+  anonymous = "off"``, every wrk request carrying an HS256 JWT with the ``*`` scope, and
+  a ``default`` rate limit that never refuses, its buckets in Redis or memory) against
+  ``noauth`` (the auth plugin disabled); the ratio auth/noauth;
 * the time from spawning ``noa serve`` until ``GET /ready`` first answers 200 (median
   of 3 starts), and the time from SIGTERM until it exits, with its exit code.
 
 Run it from the repository root (installs wrk with apt-get if it is missing)::
 
-    .venv/bin/python benchmarks/http_overhead.py            # full run (~3 min)
-    .venv/bin/python benchmarks/http_overhead.py --quick    # smoke run (~30 s)
+    .venv/bin/python benchmarks/http_overhead.py                # everything (~6 min)
+    .venv/bin/python benchmarks/http_overhead.py --quick        # smoke run (~40 s)
+    .venv/bin/python benchmarks/http_overhead.py --only auth    # auth/noauth only
     .venv/bin/python benchmarks/http_overhead.py --json results.json
 """
 
@@ -26,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -40,6 +46,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
@@ -48,6 +56,12 @@ POST_LUA = HERE / "post.lua"
 GREET = "/v1/hello/greet"
 SCENARIOS = {"GET /health": ("/health", None), f"POST {GREET}": (GREET, POST_LUA)}
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+# Each comparison: (measured, baseline, req/s target of measured/baseline).
+COMPARISONS = {"bare": ("full", "bare", 0.80), "auth": ("auth", "noauth", 0.85)}
+REDIS_URL = "redis://127.0.0.1:6379/0"
+JWT_ISSUER = JWT_AUDIENCE = "noa-bench"
+# A bucket that never runs dry: the limiter decides every request, wrk sees only 2xx.
+UNLIMITED = {"per_s": 1e9, "burst": 1_000_000_000}
 
 
 def log(msg: str) -> None:
@@ -134,16 +148,20 @@ def wait_port_free(port: int, timeout: float = 15.0) -> None:
 
 
 def http(
-    method: str, url: str, body: bytes | None = None, timeout: float = 2.0
-) -> tuple[int, bytes]:
-    req = urllib.request.Request(
-        url, data=body, method=method, headers={"Content-Type": "application/json"} if body else {}
-    )
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    timeout: float = 2.0,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers (names lower-cased) of one request; 4xx/5xx included."""
+    sent = {"Content-Type": "application/json"} if body else {}
+    req = urllib.request.Request(url, data=body, method=method, headers=sent | (headers or {}))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read()
+            return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return exc.code, exc.read(), {k.lower(): v for k, v in exc.headers.items()}
 
 
 def wait_ok(proc: Proc, url: str, timeout: float = 60.0, every: float = 0.02) -> float:
@@ -187,7 +205,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def server_cmd(target: str, port: int, workers: int) -> list[str]:
-    if target == "full":
+    if target != "bare":  # full, noauth and auth are all noa serve
         return [
             str(BIN / "noa"),
             "serve",
@@ -220,35 +238,118 @@ def server_cmd(target: str, port: int, workers: int) -> list[str]:
     ]
 
 
+def auth_toml(store: str, redis_prefix: str) -> str:
+    """The ``--config`` file of the ``auth`` target. ``drivers.cache`` stays the embedded
+    profile's ``memory``, as on ``noauth``: with ``rate_limit_store = "redis"`` only the
+    limiter talks to Redis, so the two targets differ by the auth plugin alone."""
+    limit = ", ".join(f"{k} = {v!r}" for k, v in UNLIMITED.items())
+    return f"""\
+[auth]
+anonymous = "off"
+jwt_keys = [{{algorithms = ["HS256"], secret = {{env = "BENCH_JWT_SECRET"}}}}]
+jwt_issuer = "{JWT_ISSUER}"
+jwt_audience = "{JWT_AUDIENCE}"
+rate_limits = {{default = {{{limit}}}}}
+rate_limit_store = "{store}"
+
+[cache]
+redis_url = "{REDIS_URL}"
+redis_prefix = "{redis_prefix}"
+"""
+
+
+def require_redis() -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2.0).ping()
+    except redis.RedisError as exc:
+        raise RuntimeError(
+            f"--auth-store redis: Redis at {REDIS_URL} does not answer ({exc}); "
+            "start it, or pass --auth-store memory"
+        ) from exc
+
+
+def redis_keys(prefix: str) -> int:
+    """Keys under ``prefix``. The limiter's buckets expire by themselves about a second
+    after their last hit (a full bucket needs no state), so nothing is left to clean."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2.0)
+    return sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=1000))
+
+
 class Servers:
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, auth_store: str) -> None:
         self.work = work
         self.plugin_dir = work / "site"
         install_plugin(self.plugin_dir)
+        self.auth_store = auth_store
+        # Unique per run: other users of this Redis keep their buckets, and ours are ours.
+        self.redis_prefix = f"noa-bench-{secrets.token_hex(4)}:"
+        self.auth_config = work / "auth.toml"
+        self.auth_config.write_text(auth_toml(auth_store, self.redis_prefix))
+        secret = secrets.token_urlsafe(32)
+        now = int(time.time())
+        claims = {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": "bench", "scope": "*"}
+        token = jwt.encode(claims | {"iat": now, "exp": now + 6 * 3600}, secret, "HS256")
+        full = clean_env(PYTHONPATH=str(self.plugin_dir))
         self.envs = {
-            "full": clean_env(PYTHONPATH=str(self.plugin_dir)),
+            "full": full,
             "bare": clean_env(PYTHONPATH=str(HERE)),
+            "noauth": full | {"NOA_PLUGINS__DISABLE": '["auth"]'},
+            "auth": full | {"BENCH_JWT_SECRET": secret},
         }
+        # What each target's requests carry (checks and wrk alike).
+        self.headers = {"auth": {"Authorization": f"Bearer {token}"}}
 
     def start(self, target: str, workers: int) -> tuple[Proc, int, float]:
         port = free_port()
         cmd = server_cmd(target, port, workers)
+        if target == "auth":
+            cmd += ["--config", str(self.auth_config)]
         proc = spawn(cmd, self.envs[target], self.work, self.work / f"{target}-{workers}w.log")
-        probe = "/ready" if target == "full" else "/health"
+        probe = "/health" if target == "bare" else "/ready"
         took = wait_ok(proc, f"http://{HOST}:{port}{probe}")
         return proc, port, took
 
+    def limiter_problems(self) -> list[str]:
+        """After a request to ``auth``: its limiter wrote to Redis (it falls back to
+        memory, silently but for a log line, when Redis fails)."""
+        if self.auth_store != "redis":
+            return []
+        found = redis_keys(self.redis_prefix)
+        log(f"  auth: {found} rate-limit key(s) under {self.redis_prefix!r} in Redis")
+        return [] if found else [f"auth: no rate-limit keys under {self.redis_prefix!r} in Redis"]
 
-def check_responses(port: int, target: str) -> dict[str, Any]:
-    """One request per scenario: status and body, to compare full and bare."""
-    status, body = http("GET", f"http://{HOST}:{port}/health")
+
+def check_responses(
+    port: int, target: str, headers: dict[str, str]
+) -> tuple[dict[str, Any], list[str]]:
+    """One request per scenario with the target's credentials: status and body, to
+    compare a target with its baseline. With credentials, also the proof that auth and
+    the limiter are on: 401 without them, and RateLimit headers with them."""
+    base = f"http://{HOST}:{port}"
+    status, body, _ = http("GET", f"{base}/health", headers=headers)
     health = json.loads(body)
     health_keys = sorted(health) if status == 200 else None
     payload = re.search(r"wrk\.body = '(.*)'", POST_LUA.read_text())
     assert payload is not None, "post.lua has no wrk.body"
-    pstatus, pbody = http("POST", f"http://{HOST}:{port}{GREET}", payload.group(1).encode())
+    data = payload.group(1).encode()
+    pstatus, pbody, pheaders = http("POST", f"{base}{GREET}", data, headers=headers)
     log(f"  {target}: GET /health -> {status}, POST {GREET} -> {pstatus} {pbody.decode()[:90]}")
-    return {"health": (status, health_keys), "post": (pstatus, json.loads(pbody))}
+    problems: list[str] = []
+    if headers:
+        anonymous = http("POST", f"{base}{GREET}", data)[0]
+        limit = pheaders.get("ratelimit-limit")
+        log(f"  {target}: POST without the token -> {anonymous}; RateLimit-Limit: {limit}")
+        if not 200 <= pstatus < 300:
+            problems.append(f"{target}: POST {GREET} with the token answered {pstatus}")
+        if anonymous != 401:
+            problems.append(f"{target}: POST {GREET} without a token answered {anonymous}, not 401")
+        if limit is None:
+            problems.append(f"{target}: POST {GREET} sent no RateLimit-Limit: no limiter ran")
+    return {"health": (status, health_keys), "post": (pstatus, json.loads(pbody))}, problems
 
 
 # --- wrk ------------------------------------------------------------------------------
@@ -278,7 +379,13 @@ def to_ms(text: str) -> float:
 
 
 def run_wrk(
-    wrk: str, url: str, script: Path | None, seconds: float, threads: int, connections: int
+    wrk: str,
+    url: str,
+    script: Path | None,
+    seconds: float,
+    threads: int,
+    connections: int,
+    headers: dict[str, str],
 ) -> str:
     cmd = [
         wrk,
@@ -289,6 +396,8 @@ def run_wrk(
         "--timeout",
         "5s",
     ]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]  # wrk adds them to the script's too
     if script:
         cmd += ["-s", str(script)]
     done = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60)
@@ -321,34 +430,53 @@ def parse_wrk(out: str, scenario: str, target: str, workers: int) -> WrkResult:
 # --- phases ---------------------------------------------------------------------------
 
 
+Runs = dict[tuple[int, str, str], list[WrkResult]]  # (workers, scenario, target): rounds
+
+
 def load_phase(
-    args: argparse.Namespace, wrk: str, servers: Servers
-) -> tuple[list[WrkResult], list[str]]:
-    """Both servers run side by side; their wrk runs alternate (full, bare, full, bare ...)
-    so that a slow patch of a shared machine hits both alike. Each reported row is the
-    median run of ``--rounds``."""
+    args: argparse.Namespace, wrk: str, servers: Servers, targets: list[str]
+) -> tuple[list[WrkResult], Runs, list[str]]:
+    """The targets run side by side; their wrk runs alternate (full, bare, noauth, auth,
+    full ...) so that a slow patch of a shared machine hits all alike. Each reported row
+    is the median run of ``--rounds``; every round is kept for the per-round ratios."""
     results: list[WrkResult] = []
+    every: Runs = {}
     notes: list[str] = []
     for workers in args.workers:
         seen: dict[str, dict[str, Any]] = {}
         running: dict[str, tuple[Proc, int]] = {}
         try:
-            for target in ("full", "bare"):
+            for target in targets:
                 log(f"starting {target} server, {workers} worker(s)")
                 proc, port, took = servers.start(target, workers)
                 running[target] = (proc, port)
                 log(f"  ready on port {port} after {took:.2f}s")
-                seen[target] = check_responses(port, target)
+                headers = servers.headers.get(target, {})
+                seen[target], problems = check_responses(port, target, headers)
+                if target == "auth":
+                    problems += servers.limiter_problems()
+                notes += [f"{workers}w: {problem}" for problem in problems]
+            for measured, baseline, _ in COMPARISONS.values():
+                if measured in seen and baseline in seen and seen[measured] != seen[baseline]:
+                    pair = {t: seen[t] for t in (measured, baseline)}
+                    notes.append(f"{workers}w: responses differ: {pair}")
             for scenario, (path, script) in SCENARIOS.items():
                 urls = {t: f"http://{HOST}:{port}{path}" for t, (_, port) in running.items()}
                 runs: dict[str, list[WrkResult]] = {t: [] for t in running}
                 for target, url in urls.items():
                     log(f"  {target} {workers}w {scenario}: warm-up {args.warmup:g}s")
-                    run_wrk(wrk, url, script, args.warmup, args.threads, args.connections)
+                    headers = servers.headers.get(target, {})
+                    run_wrk(wrk, url, script, args.warmup, args.threads, args.connections, headers)
                 for round_no in range(1, args.rounds + 1):
                     for target, url in urls.items():
                         out = run_wrk(
-                            wrk, url, script, args.duration, args.threads, args.connections
+                            wrk,
+                            url,
+                            script,
+                            args.duration,
+                            args.threads,
+                            args.connections,
+                            servers.headers.get(target, {}),
                         )
                         res = parse_wrk(out, scenario, target, workers)
                         runs[target].append(res)
@@ -359,6 +487,7 @@ def load_phase(
                             f"socket errors {res.socket_errors}"
                         )
                 for target in running:
+                    every[(workers, scenario, target)] = runs[target]
                     ordered = sorted(runs[target], key=lambda r: r.rps)
                     bad = [r for r in ordered if r.flagged]
                     # A flagged round is reported instead of the median so the flag shows.
@@ -368,10 +497,7 @@ def load_phase(
                 code = stop(proc)
                 wait_port_free(port)
                 log(f"  {target} server stopped (exit {code})")
-        full_post, bare_post = seen["full"]["post"], seen["bare"]["post"]
-        if full_post != bare_post or seen["full"]["health"] != seen["bare"]["health"]:
-            notes.append(f"{workers}w: responses differ: {seen}")
-    return results, notes
+    return results, every, notes
 
 
 def lifecycle_phase(servers: Servers, starts: int) -> dict[str, Any]:
@@ -405,7 +531,13 @@ def lifecycle_phase(servers: Servers, starts: int) -> dict[str, Any]:
     }
 
 
-def report(results: list[WrkResult], life: dict[str, Any], notes: list[str]) -> None:
+def report(
+    results: list[WrkResult],
+    every: Runs,
+    life: dict[str, Any] | None,
+    notes: list[str],
+    auth_store: str,
+) -> None:
     print()
     head = (
         f"{'workers':>7}  {'scenario':<22} {'target':<6} {'req/s':>10} {'p50 ms':>8} "
@@ -419,19 +551,36 @@ def report(results: list[WrkResult], life: dict[str, Any], notes: list[str]) -> 
             f"{r.workers:>7}  {r.scenario:<22} {r.target:<6} {r.rps:>10,.0f} {r.p50_ms:>8.2f} "
             f"{r.p99_ms:>8.2f}  {r.non_2xx:>7}  {flag}".rstrip()
         )
-    print("\nratio full/bare (req/s)  target: >= 0.80 on the validated POST")
-    for ratio in ratios(results):
-        mark = "" if ratio["ratio"] >= 0.8 else "  (below 0.80)"
-        print(f"  {ratio['workers']} worker(s)  {ratio['scenario']:<22} {ratio['ratio']:.2f}{mark}")
-    print(
-        f"\nnoa serve spawn -> GET /ready 200: median {life['ready_median_s'] * 1000:.0f} ms "
-        f"of {', '.join(f'{s * 1000:.0f}' for s in life['ready_s'])} ms"
-    )
-    print(
-        f"noa serve SIGTERM -> exit: median {life['shutdown_median_s'] * 1000:.0f} ms "
-        f"of {', '.join(f'{s * 1000:.0f}' for s in life['shutdown_s'])} ms; "
-        f"exit codes {life['exit_codes']}"
-    )
+    about = {
+        "bare": "target: >= 0.80 on the validated POST",
+        "auth": f"target: >= 0.85; JWT HS256 + rate limit in {auth_store} "
+        "(GET /health is public: no credential check, no limiter)",
+    }
+    for name, (measured, baseline, target) in COMPARISONS.items():
+        found = ratios(results, every, name)
+        if not found:
+            continue
+        print(f"\nratio {measured}/{baseline} (req/s)  {about[name]}")
+        for ratio in found:
+            mark = "" if ratio["ratio"] >= target else f"  (below {target:.2f})"
+            p50, p99 = ratio["p50_ms"], ratio["p99_ms"]
+            spread = ratio["per_round"]
+            print(
+                f"  {ratio['workers']} worker(s)  {ratio['scenario']:<22} {ratio['ratio']:.2f}"
+                f"  rounds {min(spread):.2f}-{max(spread):.2f}"
+                f"  p50 {p50[measured]:.2f}/{p50[baseline]:.2f} ms"
+                f"  p99 {p99[measured]:.2f}/{p99[baseline]:.2f} ms{mark}"
+            )
+    if life is not None:
+        print(
+            f"\nnoa serve spawn -> GET /ready 200: median {life['ready_median_s'] * 1000:.0f} ms "
+            f"of {', '.join(f'{s * 1000:.0f}' for s in life['ready_s'])} ms"
+        )
+        print(
+            f"noa serve SIGTERM -> exit: median {life['shutdown_median_s'] * 1000:.0f} ms "
+            f"of {', '.join(f'{s * 1000:.0f}' for s in life['shutdown_s'])} ms; "
+            f"exit codes {life['exit_codes']}"
+        )
     for note in notes + [
         f"FLAGGED: {r.target} {r.workers}w {r.scenario}: {r.non_2xx} non-2xx, "
         f"{r.socket_errors} socket errors"
@@ -441,13 +590,29 @@ def report(results: list[WrkResult], life: dict[str, Any], notes: list[str]) -> 
         print(f"NOTE: {note}")
 
 
-def ratios(results: list[WrkResult]) -> list[dict[str, Any]]:
+def ratios(results: list[WrkResult], every: Runs, comparison: str) -> list[dict[str, Any]]:
+    """measured/baseline req/s of the median rows, each round's ratio (the runs of one
+    round ran back to back), and both targets' p50 and p99."""
+    measured, baseline, _ = COMPARISONS[comparison]
     by = {(r.workers, r.scenario, r.target): r for r in results}
-    return [
-        {"workers": w, "scenario": s, "ratio": by[(w, s, "full")].rps / by[(w, s, "bare")].rps}
-        for (w, s, t) in by
-        if t == "full" and (w, s, "bare") in by and by[(w, s, "bare")].rps
-    ]
+    found = []
+    for (w, s, t), m in by.items():
+        b = by.get((w, s, baseline))
+        if t != measured or b is None or not b.rps:
+            continue
+        pairs = zip(every[(w, s, measured)], every[(w, s, baseline)], strict=True)
+        found.append(
+            {
+                "workers": w,
+                "scenario": s,
+                "ratio": m.rps / b.rps,
+                "per_round": [x.rps / y.rps for x, y in pairs if y.rps],
+                "rps": {measured: m.rps, baseline: b.rps},
+                "p50_ms": {measured: m.p50_ms, baseline: b.p50_ms},
+                "p99_ms": {measured: m.p99_ms, baseline: b.p99_ms},
+            }
+        )
+    return found
 
 
 def main() -> int:
@@ -464,6 +629,18 @@ def main() -> int:
     add("--threads", type=int, default=1, help="wrk threads (default 1)")
     add("--starts", type=int, default=3, help="starts for the ready/stop timings (default 3)")
     add("--json", type=Path, help="also write the results as JSON to this path")
+    add(
+        "--only",
+        choices=sorted(COMPARISONS),
+        help="one comparison: bare (full/bare and the start/stop timings) or auth "
+        "(auth/noauth); default: both",
+    )
+    add(
+        "--auth-store",
+        choices=["redis", "memory"],
+        default="redis",
+        help=f"where the auth target keeps its rate-limit buckets (default redis, {REDIS_URL})",
+    )
     args = parser.parse_args()
     if args.quick:
         args.warmup, args.duration, args.workers, args.starts, args.rounds = 1.0, 1.0, [1], 1, 1
@@ -474,16 +651,24 @@ def main() -> int:
     code = 1
     try:
         log(f"phase: setup (work dir {work})")
+        comparisons = [args.only] if args.only else list(COMPARISONS)
+        targets = [t for name in comparisons for t in COMPARISONS[name][:2]]
+        targets.sort(key=["full", "bare", "noauth", "auth"].index)
         wrk = ensure_wrk()
-        servers = Servers(work)
+        if "auth" in targets and args.auth_store == "redis":
+            require_redis()
+        servers = Servers(work, args.auth_store)
         log(
             f"phase: load ({args.warmup:g}s warm-up + {args.duration:g}s per run, "
-            f"{args.connections} connections, wrk -t{args.threads}, workers {args.workers})"
+            f"{args.connections} connections, wrk -t{args.threads}, workers {args.workers}, "
+            f"targets {', '.join(targets)})"
         )
-        results, notes = load_phase(args, wrk, servers)
-        log("phase: lifecycle (start-to-ready, SIGTERM-to-exit)")
-        life = lifecycle_phase(servers, args.starts)
-        report(results, life, notes)
+        results, every, notes = load_phase(args, wrk, servers, targets)
+        life = None
+        if "bare" in comparisons:
+            log("phase: lifecycle (start-to-ready, SIGTERM-to-exit)")
+            life = lifecycle_phase(servers, args.starts)
+        report(results, every, life, notes, args.auth_store)
         if args.json:
             args.json.write_text(
                 json.dumps(
@@ -492,7 +677,8 @@ def main() -> int:
                             k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                         },
                         "results": [asdict(r) | {"flagged": r.flagged} for r in results],
-                        "ratios": ratios(results),
+                        "ratios": ratios(results, every, "bare"),
+                        "auth_ratios": ratios(results, every, "auth"),
                         "lifecycle": life,
                         "notes": notes,
                     },

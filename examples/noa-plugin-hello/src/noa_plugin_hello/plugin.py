@@ -37,7 +37,9 @@ def noa_register_driver_slots(slots: Registry[DriverSlot]) -> None:
 
 @hookimpl
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
-    routes.add("hello", RouteGroup(handlers=tuple(handlers(host)), tags=("hello",)))
+    routes.add(
+        "hello", RouteGroup(handlers=tuple(handlers(host)), tags=("hello",), scope="hello:greet")
+    )
 
 
 @hookimpl
