@@ -251,7 +251,7 @@ async def test_concurrent_calls_share_one_round_trip_and_idle_keys_expire() -> N
         ttl_ms = await direct.pttl(prefix + "b:k")
         assert 1000 < ttl_ms <= 2500 + 1000
         assert (await limiter.hit("q", limit, quota_per_day=10)).allowed
-        quota_keys = [key async for key in direct.scan_iter(match=prefix + "q:q:*")]
+        quota_keys = [key async for key in direct.scan_iter(match=prefix + "b:q:q:*")]
         assert len(quota_keys) == 1
         assert 0 < await direct.ttl(quota_keys[0]) <= 86_400 + 60
     finally:
@@ -514,3 +514,37 @@ async def test_waiting_callers_are_answered_when_the_limiter_closes(proxy: Proxy
     assert allowed(decisions) == 3
     assert backend(limiter) == "memory"
     await limiter.close()
+
+
+@pytest.mark.redis
+async def test_under_load_calls_are_gathered_into_fewer_round_trips() -> None:
+    prefix = unique_prefix()
+    limit = RateLimit(per_s=1000, burst=1000)
+
+    async def staggered(limiter: RateLimiter) -> list[Decision]:
+        async def one(i: int) -> Decision:
+            await asyncio.sleep(i * 0.0005)  # a steady trickle, as from many connections
+            return await limiter.hit("k", limit)
+
+        return list(await asyncio.gather(*(one(i) for i in range(60))))
+
+    eager = RateLimiter(redis_url=SHARED_URL, prefix=prefix + "e:", timeout_s=5.0)
+    gathering = RateLimiter(
+        redis_url=SHARED_URL, prefix=prefix + "g:", timeout_s=5.0, gather_s=0.005
+    )
+    try:
+        for limiter in (eager, gathering):
+            await limiter.start()
+        assert allowed(await staggered(eager)) == 60
+        assert allowed(await staggered(gathering)) == 60
+        assert gathering.round_trips * 3 <= eager.round_trips
+        # An idle limiter sends at once: each lone call is its own round trip.
+        before = gathering.round_trips
+        for _ in range(3):
+            await asyncio.sleep(0.05)
+            assert (await gathering.hit("idle", limit)).allowed
+        assert gathering.round_trips == before + 3
+    finally:
+        for limiter in (eager, gathering):
+            await limiter.close()
+        await delete_prefix(SHARED_URL, prefix)

@@ -92,3 +92,6 @@ class AuthConfig(PluginConfig, frozen=True):
     # memory buckets (rate limiting fails open); Redis is tried again after retry_s.
     rate_limit_timeout_s: Positive = 0.25
     rate_limit_retry_s: Positive = 1.0
+    # Under load, a worker gathers rate-limit checks for up to this long so they share
+    # one Redis round trip (exact all the same); an idle worker never waits. 0: no wait.
+    rate_limit_gather_ms: Annotated[float, msgspec.Meta(ge=0, le=50)] = 1.0

@@ -105,6 +105,7 @@ class Policy:
             prefix=redis_prefix,
             timeout_s=self.config.rate_limit_timeout_s,
             retry_s=self.config.rate_limit_retry_s,
+            gather_s=self.config.rate_limit_gather_ms / 1000,
             metrics=metrics_of(host.state),  # counts 429s as auth_rate_limited_total
         )
         await self.limiter.start()

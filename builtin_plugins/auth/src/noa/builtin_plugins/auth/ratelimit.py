@@ -41,26 +41,26 @@ log = logging.getLogger("noa.auth")
 _DAY_S = 86_400
 # Entries per EVALSHA: bounds how long one script call holds Redis.
 _MAX_BATCH = 512
+# A worker whose last round trip began less than this long ago is busy.
+_BUSY_S = 0.01
 # Reason codes the script returns, by index.
 _REASONS = ("", "rate", "quota")
 
-# KEYS[2i-1] is entry i's bucket hash, KEYS[2i] the base name of its quota counters;
-# ARGV[4i-3 .. 4i] its per_s, burst, cost and quota (0: none). Returns, per entry,
-# reason code, whole tokens left, seconds until full and seconds until allowed.
-# Numbers go out as strings because Redis truncates Lua numbers to integers.
+# KEYS[i] is entry i's bucket hash (its daily quota counters are KEYS[i]:q:<day>);
+# ARGV[1] holds every entry's per_s, burst, cost and quota (0: none), space-separated,
+# so a batch is a handful of command arguments rather than six per entry. Returns, per
+# entry, its reason code and the tokens left (a string: Redis truncates Lua numbers).
 _SCRIPT = """
 local t = redis.call('TIME')
-local sec = tonumber(t[1])
-local now = sec + tonumber(t[2]) / 1000000
-local day = math.floor(sec / 86400)
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local day = math.floor(tonumber(t[1]) / 86400)
 local to_midnight = 86400 - (now - day * 86400)
+local n = {}
+for v in string.gmatch(ARGV[1], '%S+') do n[#n + 1] = tonumber(v) end
 local out = {}
-for i = 1, #KEYS / 2 do
-  local bucket = KEYS[2 * i - 1]
-  local rate = tonumber(ARGV[4 * i - 3])
-  local burst = tonumber(ARGV[4 * i - 2])
-  local cost = tonumber(ARGV[4 * i - 1])
-  local quota = tonumber(ARGV[4 * i])
+for i = 1, #KEYS do
+  local bucket = KEYS[i]
+  local rate, burst, cost, quota = n[4 * i - 3], n[4 * i - 2], n[4 * i - 1], n[4 * i]
   local state = redis.call('HMGET', bucket, 't', 'ts')
   local tokens = tonumber(state[1])
   local ts = tonumber(state[2])
@@ -70,13 +70,11 @@ for i = 1, #KEYS / 2 do
     tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
   end
   local reason = 0
-  local retry = 0
   local qkey
   if quota > 0 then
-    qkey = KEYS[2 * i] .. ':' .. day
+    qkey = bucket .. ':q:' .. day
     if (tonumber(redis.call('GET', qkey)) or 0) + cost > quota then
       reason = 2
-      retry = to_midnight
     end
   end
   if reason == 0 then
@@ -92,13 +90,10 @@ for i = 1, #KEYS / 2 do
       end
     else
       reason = 1
-      retry = (cost - tokens) / rate
     end
   end
-  out[4 * i - 3] = reason
-  out[4 * i - 2] = math.floor(tokens)
-  out[4 * i - 1] = string.format('%.6f', (burst - tokens) / rate)
-  out[4 * i] = string.format('%.6f', retry)
+  out[2 * i - 1] = reason
+  out[2 * i] = string.format('%.6f', tokens)
 end
 return out
 """
@@ -121,8 +116,28 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     reason: str = ""
 
 
+def _decision(code: int, tokens: float, limit: RateLimit, cost: int) -> Decision:
+    """The decision for a reason code and the tokens left, as the script reports them."""
+    rate = limit.per_s
+    if code == 1:
+        retry = (cost - tokens) / rate
+    elif code == 2:
+        wall = time.time()
+        retry = _DAY_S - wall % _DAY_S  # until the next UTC midnight
+    else:
+        retry = 0.0
+    return Decision(
+        code == 0,
+        limit.burst,
+        math.floor(tokens),
+        (limit.burst - tokens) / rate,
+        retry,
+        _REASONS[code],
+    )
+
+
 class _Entry:
-    __slots__ = ("cost", "future", "key", "limit", "quota")
+    __slots__ = ("cost", "future", "key", "limit", "numbers", "quota")
 
     def __init__(
         self, key: str, limit: RateLimit, quota: int, cost: int, future: asyncio.Future[Decision]
@@ -132,6 +147,8 @@ class _Entry:
         self.quota = quota
         self.cost = cost
         self.future = future
+        # The script's numbers for this entry; repr keeps a float exact.
+        self.numbers = f"{limit.per_s!r} {limit.burst} {cost} {quota}"
 
 
 class _Bucket:
@@ -164,13 +181,15 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         memory_keys: int = 100_000,
         metrics: MetricsRegistry | None = None,
+        gather_s: float = 0.0,
     ) -> None:
         if memory_keys < 1:
             raise ValueError(f"memory_keys must be at least 1, got {memory_keys}")
         self._url = redis_url
         self._bucket_prefix = prefix + "b:"
-        self._quota_prefix = prefix + "q:"
         self._timeout_s = timeout_s
+        self._gather_s = gather_s
+        self._last_trip = -math.inf
         self._retry_s = retry_s
         self._clock = clock
         self._memory_keys = memory_keys
@@ -259,6 +278,16 @@ class RateLimiter:
         """Send what is pending, batch after batch, until nothing is."""
         try:
             while self._pending:
+                # Under load (a round trip began moments ago), wait a little so more
+                # calls share the next one: a round trip costs a worker far more CPU
+                # than deciding one entry. An idle worker sends at once.
+                if (
+                    self._gather_s
+                    and len(self._pending) < _MAX_BATCH
+                    and self._clock() - self._last_trip < _BUSY_S
+                ):
+                    await asyncio.sleep(self._gather_s)
+                self._last_trip = self._clock()
                 batch = self._pending[:_MAX_BATCH]
                 del self._pending[:_MAX_BATCH]
                 results: list[Any] | None = None
@@ -279,14 +308,10 @@ class RateLimiter:
                 self._flusher = None
 
     async def _evaluate(self, batch: list[_Entry]) -> list[Any]:
-        args: list[str | int | float] = [_SHA, 2 * len(batch)]
-        args.extend(
-            name
-            for entry in batch
-            for name in (self._bucket_prefix + entry.key, self._quota_prefix + entry.key)
-        )
-        for entry in batch:
-            args.extend((entry.limit.per_s, entry.limit.burst, entry.cost, entry.quota))
+        prefix = self._bucket_prefix
+        args: list[str | int | float] = [_SHA, len(batch)]
+        args.extend(prefix + entry.key for entry in batch)
+        args.append(" ".join(entry.numbers for entry in batch))
         self.round_trips += 1
         try:
             results: list[Any] = await self._command("EVALSHA", *args)
@@ -308,15 +333,9 @@ class RateLimiter:
             if results is None:
                 decision = self._decide_in_memory(entry.key, entry.limit, entry.quota, entry.cost)
             else:
-                code = int(results[4 * i])
-                decision = Decision(
-                    code == 0,
-                    entry.limit.burst,
-                    int(results[4 * i + 1]),
-                    float(results[4 * i + 2]),
-                    float(results[4 * i + 3]),
-                    _REASONS[code],
-                )
+                code = int(results[2 * i])
+                tokens = float(results[2 * i + 1])
+                decision = _decision(code, tokens, entry.limit, entry.cost)
                 self._backend = "redis"
                 if code:
                     self._limited.labels(decision.reason).inc()
@@ -349,28 +368,19 @@ class RateLimiter:
             bucket.tokens = min(burst, bucket.tokens + max(0.0, now - bucket.ts) * rate)
             bucket.ts = now
         reason = 0
-        retry = 0.0
         if quota:
-            wall = time.time()
-            day = math.floor(wall / _DAY_S)
+            day = math.floor(time.time() / _DAY_S)
             if bucket.day != day:
                 bucket.day, bucket.used = day, 0
             if bucket.used + cost > quota:
-                reason, retry = 2, _DAY_S - (wall - day * _DAY_S)
+                reason = 2
         if not reason:
             if bucket.tokens >= cost:
                 bucket.tokens -= cost
                 if quota:
                     bucket.used += cost
             else:
-                reason, retry = 1, (cost - bucket.tokens) / rate
+                reason = 1
         if reason:
             self._limited.labels(_REASONS[reason]).inc()
-        return Decision(
-            not reason,
-            burst,
-            math.floor(bucket.tokens),
-            (burst - bucket.tokens) / rate,
-            retry,
-            _REASONS[reason],
-        )
+        return _decision(reason, bucket.tokens, limit, cost)
