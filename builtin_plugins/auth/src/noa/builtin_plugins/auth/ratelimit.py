@@ -46,10 +46,12 @@ _BUSY_S = 0.01
 # Reason codes the script returns, by index.
 _REASONS = ("", "rate", "quota")
 
-# KEYS[i] is entry i's bucket hash (its daily quota counters are KEYS[i]:q:<day>);
-# ARGV[1] holds every entry's per_s, burst, cost and quota (0: none), space-separated,
-# so a batch is a handful of command arguments rather than six per entry. Returns, per
-# entry, its reason code and the tokens left (a string: Redis truncates Lua numbers).
+# One entry per bucket of the batch: KEYS[i] is its hash (its daily quota counters are
+# KEYS[i]:q:<day>), and ARGV[1] holds each entry's per_s, burst, cost, quota (0: none)
+# and count (calls of that bucket in the batch), space-separated. Calls of one bucket
+# are decided together, in order: as many as the tokens and the quota allow. Returns,
+# per entry, how many were granted, the tokens before them (a string: Redis truncates
+# Lua numbers) and why the rest were refused (1 rate, 2 quota).
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -60,7 +62,8 @@ for v in string.gmatch(ARGV[1], '%S+') do n[#n + 1] = tonumber(v) end
 local out = {}
 for i = 1, #KEYS do
   local bucket = KEYS[i]
-  local rate, burst, cost, quota = n[4 * i - 3], n[4 * i - 2], n[4 * i - 1], n[4 * i]
+  local j = 5 * i - 4
+  local rate, burst, cost, quota, count = n[j], n[j + 1], n[j + 2], n[j + 3], n[j + 4]
   local state = redis.call('HMGET', bucket, 't', 'ts')
   local tokens = tonumber(state[1])
   local ts = tonumber(state[2])
@@ -69,31 +72,31 @@ for i = 1, #KEYS do
   else
     tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
   end
-  local reason = 0
+  local granted = math.min(count, math.floor(tokens / cost))
+  local reason = 1
   local qkey
   if quota > 0 then
     qkey = bucket .. ':q:' .. day
-    if (tonumber(redis.call('GET', qkey)) or 0) + cost > quota then
+    local left = math.floor((quota - (tonumber(redis.call('GET', qkey)) or 0)) / cost)
+    if left < granted then
+      granted = math.max(0, left)
       reason = 2
     end
   end
-  if reason == 0 then
-    if tokens >= cost then
-      tokens = tokens - cost
-      redis.call('HSET', bucket, 't', string.format('%.17g', tokens),
-        'ts', string.format('%.17g', now))
-      local full_ms = math.ceil((burst - tokens) / rate * 1000) + 1000
-      redis.call('PEXPIRE', bucket, math.min(full_ms, 1e12))
-      if quota > 0 then
-        redis.call('INCRBY', qkey, cost)
-        redis.call('EXPIRE', qkey, math.ceil(to_midnight) + 60)
-      end
-    else
-      reason = 1
+  if granted > 0 then
+    local after = tokens - granted * cost
+    redis.call('HSET', bucket, 't', string.format('%.17g', after),
+      'ts', string.format('%.17g', now))
+    local full_ms = math.ceil((burst - after) / rate * 1000) + 1000
+    redis.call('PEXPIRE', bucket, math.min(full_ms, 1e12))
+    if quota > 0 then
+      redis.call('INCRBY', qkey, granted * cost)
+      redis.call('EXPIRE', qkey, math.ceil(to_midnight) + 60)
     end
   end
-  out[2 * i - 1] = reason
-  out[2 * i] = string.format('%.6f', tokens)
+  out[3 * i - 2] = granted
+  out[3 * i - 1] = string.format('%.6f', tokens)
+  out[3 * i] = reason
 end
 return out
 """
@@ -241,7 +244,7 @@ class RateLimiter:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-        self._settle(self._pending, None)
+        self._settle_in_memory(self._pending)
         self._pending = []
         client, self._client = self._client, None
         if client is not None:
@@ -290,11 +293,15 @@ class RateLimiter:
                 self._last_trip = self._clock()
                 batch = self._pending[:_MAX_BATCH]
                 del self._pending[:_MAX_BATCH]
+                # The calls of one bucket go as one entry (decided in order by the script).
+                groups: dict[tuple[str, str], list[_Entry]] = {}
+                for entry in batch:
+                    groups.setdefault((entry.key, entry.numbers), []).append(entry)
                 results: list[Any] | None = None
                 try:
                     # Redis may have failed while this batch waited.
                     if self._redis_usable():
-                        results = await asyncio.wait_for(self._evaluate(batch), self._timeout_s)
+                        results = await asyncio.wait_for(self._evaluate(groups), self._timeout_s)
                         if self._outage:
                             self._outage = False
                             log.info("rate limits are shared through Redis again")
@@ -302,16 +309,19 @@ class RateLimiter:
                     self._redis_failed(exc)
                 finally:
                     # Also when cancelled: no caller is left waiting.
-                    self._settle(batch, results)
+                    if results is None:
+                        self._settle_in_memory(batch)
+                    else:
+                        self._settle_groups(list(groups.values()), results)
         finally:
             if self._flusher is asyncio.current_task():
                 self._flusher = None
 
-    async def _evaluate(self, batch: list[_Entry]) -> list[Any]:
+    async def _evaluate(self, groups: dict[tuple[str, str], list[_Entry]]) -> list[Any]:
         prefix = self._bucket_prefix
-        args: list[str | int | float] = [_SHA, len(batch)]
-        args.extend(prefix + entry.key for entry in batch)
-        args.append(" ".join(entry.numbers for entry in batch))
+        args: list[str | int | float] = [_SHA, len(groups)]
+        args.extend(prefix + key for key, _ in groups)
+        args.append(" ".join(f"{numbers} {len(calls)}" for (_, numbers), calls in groups.items()))
         self.round_trips += 1
         try:
             results: list[Any] = await self._command("EVALSHA", *args)
@@ -326,20 +336,31 @@ class RateLimiter:
         assert self._client is not None
         return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
 
-    def _settle(self, batch: list[_Entry], results: list[Any] | None) -> None:
-        for i, entry in enumerate(batch):
-            if entry.future.done():  # its caller was cancelled
-                continue
-            if results is None:
+    def _settle_in_memory(self, batch: list[_Entry]) -> None:
+        """Decide ``batch`` in memory (Redis failed or the limiter closed)."""
+        for entry in batch:
+            if not entry.future.done():  # else its caller was cancelled
                 decision = self._decide_in_memory(entry.key, entry.limit, entry.quota, entry.cost)
-            else:
-                code = int(results[2 * i])
-                tokens = float(results[2 * i + 1])
-                decision = _decision(code, tokens, entry.limit, entry.cost)
-                self._backend = "redis"
-                if code:
+                entry.future.set_result(decision)
+
+    def _settle_groups(self, groups: list[list[_Entry]], results: list[Any]) -> None:
+        """Hand out the script's answers: per bucket, the first ``granted`` calls pass."""
+        self._backend = "redis"
+        for i, calls in enumerate(groups):
+            granted, before, reason = (
+                int(results[3 * i]),
+                float(results[3 * i + 1]),
+                int(results[3 * i + 2]),
+            )
+            for n, entry in enumerate(calls):
+                cost = entry.cost
+                if n < granted:
+                    decision = _decision(0, before - (n + 1) * cost, entry.limit, cost)
+                else:
+                    decision = _decision(reason, before - granted * cost, entry.limit, cost)
                     self._limited.labels(decision.reason).inc()
-            entry.future.set_result(decision)
+                if not entry.future.done():  # else its caller was cancelled
+                    entry.future.set_result(decision)
 
     def _redis_failed(self, exc: BaseException) -> None:
         if not self._outage:
