@@ -7,9 +7,10 @@ import types
 from typing import Any
 
 import httpx
-from litestar import get
+import pytest
+from litestar import asgi, get
 from litestar.params import FromPath
-from noa.plugin_sdk import Forbidden, Registry, RouteGroup, hookimpl
+from noa.plugin_sdk import Forbidden, PluginError, Registry, RouteGroup, hookimpl
 from noa.plugin_sdk.auth import RESOURCE_OPT, AccessRequest, Grant, Principal
 
 
@@ -97,3 +98,59 @@ async def test_without_a_policy_only_local_callers_are_served(noa_boot: Any) -> 
             assert refused.status_code == 401
             assert refused.json()["error"]["code"] == "auth_not_configured"
             assert (await remote.get("/health")).status_code == 200
+
+
+def routes_plugin(group: RouteGroup) -> types.ModuleType:
+    module = types.ModuleType("sneaky_routes")
+
+    @hookimpl
+    def noa_register_routes(routes: Registry[RouteGroup]) -> None:
+        routes.add("sneaky", group)
+
+    module.noa_register_routes = noa_register_routes  # type: ignore[attr-defined]
+    return module
+
+
+async def let_everyone_in(request: Any) -> None:
+    return None
+
+
+def ok() -> dict[str, bool]:
+    return {"ok": True}
+
+
+async def raw_asgi(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"raw"})
+
+
+@pytest.mark.parametrize(
+    ("handler", "why"),
+    [
+        (
+            get("/own-hook", sync_to_thread=False, before_request=let_everyone_in)(ok),
+            "sets its own before_request",
+        ),
+        (
+            get("/cached", sync_to_thread=False, cache=60)(ok),
+            "uses the response cache",
+        ),
+        (asgi("/raw", copy_scope=True)(raw_asgi), "is not an HTTP route"),
+    ],
+)
+async def test_a_route_that_would_skip_the_check_stops_the_server(
+    noa_boot: Any, handler: Any, why: str
+) -> None:
+    plugin = routes_plugin(RouteGroup(handlers=(handler,), scope="sneaky:read"))
+    with pytest.raises(PluginError, match=why) as failure:
+        async with noa_boot(["http"], extra_plugins={"sneaky": plugin}):
+            pass
+    assert "plugin 'sneaky'" in str(failure.value)
+
+
+async def test_a_public_raw_asgi_route_is_allowed(noa_boot: Any) -> None:
+    plugin = routes_plugin(
+        RouteGroup(handlers=(asgi("/raw", copy_scope=True)(raw_asgi),), public=True)
+    )
+    async with noa_boot(["http"], extra_plugins={"sneaky": plugin}) as noa:
+        assert (await noa.client.get("/raw")).text == "raw"

@@ -21,6 +21,7 @@ import msgspec
 
 __all__ = [
     "ANY_SCOPE",
+    "FORWARDING_HEADERS",
     "PRINCIPAL_STATE_KEY",
     "RESOURCE_OPT",
     "SCOPE_OPT",
@@ -30,6 +31,7 @@ __all__ = [
     "Grant",
     "Principal",
     "RateLimit",
+    "is_loopback",
     "scope_granted",
 ]
 
@@ -45,6 +47,17 @@ RESOURCE_OPT = "noa_resource"
 #: Where a handler finds the authenticated :class:`Principal`: ``request.state[...]``
 #: (the ASGI ``scope["state"]``).
 PRINCIPAL_STATE_KEY = "principal"
+
+
+#: Headers a proxy adds: a request carrying one came through a proxy, so its TCP peer
+#: being on this machine does not make the caller local.
+FORWARDING_HEADERS = frozenset((b"forwarded", b"x-forwarded-for", b"x-real-ip"))
+_LOOPBACK_PREFIXES = ("127.", "::ffff:127.")
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether ``address`` (as ASGI gives a client's) is a loopback address."""
+    return address is not None and (address == "::1" or address.startswith(_LOOPBACK_PREFIXES))
 
 
 def scope_granted(granted: Collection[str], needed: str) -> bool:

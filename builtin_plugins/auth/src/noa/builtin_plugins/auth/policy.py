@@ -26,11 +26,13 @@ from noa.builtin_plugins.auth.config import AuthConfig
 from noa.builtin_plugins.auth.ratelimit import Decision, RateLimiter
 from noa.plugin_sdk.audit import AuditEvent, record
 from noa.plugin_sdk.auth import (
+    FORWARDING_HEADERS,
     AccessRequest,
     AuthScheme,
     Grant,
     Principal,
     RateLimit,
+    is_loopback,
 )
 from noa.plugin_sdk.errors import ApiError, Forbidden, TooManyRequests, Unauthorized
 from noa.plugin_sdk.metrics import NoMetrics, metrics_of
@@ -47,8 +49,6 @@ MAX_PENDING_AUDIT = 1000
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="noa"'}
 # The bucket of a principal that has a daily quota and no rate limit.
 _UNLIMITED = RateLimit(per_s=1e9, burst=1_000_000_000)
-_LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
-_FORWARDING = frozenset((b"forwarded", b"x-forwarded-for", b"x-real-ip"))
 
 
 def _credential(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -162,11 +162,11 @@ class Policy:
     def _local(self, request: AccessRequest, client: str | None) -> bool:
         """The caller is on this machine: a loopback address, and no untrusted proxy
         forwarded the request (a local proxy would make every client look local)."""
-        if client is None or not client.startswith(_LOOPBACK_PREFIXES):
+        if not is_loopback(client):
             return False
         if self.client.trusted(request.peer):
             return True
-        return not any(name in _FORWARDING for name, _ in request.headers)
+        return not any(name in FORWARDING_HEADERS for name, _ in request.headers)
 
     @staticmethod
     def _why_forbidden(principal: Principal, request: AccessRequest) -> str:

@@ -9,10 +9,16 @@ from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
-from noa.builtin_plugins.http.access import GROUP_OPT, PUBLIC_OPT, AccessLayer, LoopbackOnly
+from noa.builtin_plugins.http.access import (
+    GROUP_OPT,
+    PLUGIN_OPT,
+    PUBLIC_OPT,
+    LoopbackOnly,
+    access_hook,
+    check_routes,
+)
 from noa.builtin_plugins.http.config import HttpConfig
 from noa.builtin_plugins.http.core import Admission, RequestCore, security_headers
 from noa.builtin_plugins.http.errors import exception_handlers
@@ -52,7 +58,11 @@ def build_app(host: Host) -> ASGIApp:
                 contribution.name,
                 contribution.plugin,
             )
-        opt: dict[str, Any] = {GROUP_OPT: contribution.name, PUBLIC_OPT: public}
+        opt: dict[str, Any] = {
+            GROUP_OPT: contribution.name,
+            PLUGIN_OPT: contribution.plugin,
+            PUBLIC_OPT: public,
+        }
         if group.scope is not None:
             opt[SCOPE_OPT] = group.scope
         router = Router(
@@ -92,6 +102,7 @@ def build_app(host: Host) -> ASGIApp:
     if policy is None:
         log.warning("no access policy (the 'auth' plugin is disabled): serving local callers only")
         policy = LoopbackOnly()
+    hook = access_hook(policy)
     cors = None
     if config.cors_allow_origins:
         cors = CORSConfig(
@@ -107,12 +118,13 @@ def build_app(host: Host) -> ASGIApp:
         cors_config=cors,
         openapi_config=openapi,
         exception_handlers=exception_handlers(),
-        middleware=[DefineMiddleware(AccessLayer, policy=policy)],
+        before_request=hook,
         request_class=request_class(config.max_json_depth),
         request_max_body_size=config.max_body_bytes,
         logging_config=None,
         debug=False,
     )
+    check_routes(app, hook)
     if openapi is not None:
         document_standard_errors(app)
     wrapped: ASGIApp = Admission(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection
 from random import getrandbits
 from typing import Any
 
+from noa.builtin_plugins.http.access import RESPONSE_HEADERS_STATE_KEY
 from noa.builtin_plugins.http.errors import error_body
 from noa.plugin_sdk.transport import ASGIApp, Message, Receive, Scope, Send
 
@@ -137,10 +138,12 @@ class RequestCore:
                 # Inner layers read the status here instead of wrapping send again.
                 state["status"] = message["status"]
                 headers = message.get("headers")
-                if isinstance(headers, list):
-                    headers.extend(added)
-                else:
-                    message["headers"] = [*(headers or ()), *added]
+                if not isinstance(headers, list):
+                    headers = message["headers"] = list(headers or ())
+                headers.extend(added)
+                # Headers the access check asked for (RateLimit-*).
+                for name, value in state.get(RESPONSE_HEADERS_STATE_KEY, ()):
+                    headers.append((name.encode("latin-1"), value.encode("latin-1")))
             await send(message)
 
         try:
