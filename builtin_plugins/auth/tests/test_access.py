@@ -364,3 +364,18 @@ async def test_redis_unreachable_limits_fail_open_and_authentication_fails_close
         assert revoked.status_code == 204, revoked.text
         await asyncio.sleep(0.6)
         assert (await noa.client.get("/demo/read", headers=bearer(victim))).status_code == 401
+
+
+async def test_metrics_and_the_openapi_document_can_be_closed(noa_boot: Any, data_dir: str) -> None:
+    cfg = config(data_dir)
+    cfg["observability"] = {"metrics_public": False}
+    cfg["http"] = {"openapi_public": False}
+    async with noa_boot(PLUGINS, config=cfg, environ=ENV) as noa:
+        for path, scope in (("/metrics", "metrics:read"), ("/schema/openapi.json", "docs:read")):
+            assert (await noa.client.get(path)).status_code == 401, path
+            assert (
+                await noa.client.get(path, headers=bearer(token("demo:read")))
+            ).status_code == 403
+            assert (await noa.client.get(path, headers=bearer(token(scope)))).status_code == 200
+        # The probes stay open.
+        assert (await noa.client.get("/ready")).status_code == 200

@@ -310,7 +310,10 @@ def cosines(a: Any, b: Any) -> np.ndarray[Any, Any]:
 
 @pytest.mark.e2e
 def test_official_openai_client_works_unchanged(
-    serve: Any, model_repository: Path, request: pytest.FixtureRequest
+    serve: Any,
+    model_repository: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = serve(env={"NOA_INFERENCE__REPOSITORY": str(model_repository)})
     server.wait_ready(timeout=60)
@@ -319,7 +322,18 @@ def test_official_openai_client_works_unchanged(
     ).json()
     expected = native_body["embeddings"]
 
-    client = OpenAI(base_url=server.url + "/v1", api_key="unused")
+    # The client sends its key as a bearer credential: a real API key, made by the admin
+    # API (this local caller is anonymous with every scope in the embedded profile).
+    made = httpx.post(
+        server.url + "/v1/admin/keys",
+        json={"name": "openai-client", "scopes": ["inference:invoke"]},
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(base_url=server.url + "/v1", api_key="sk-unknown").models.list()
+    client = OpenAI(base_url=server.url + "/v1", api_key=key)
     request.addfinalizer(client.close)
     # The client asks for base64 unless told otherwise, and decodes it itself.
     default = client.embeddings.create(model=MODEL, input=TEXTS)
@@ -347,6 +361,7 @@ def test_official_openai_client_works_unchanged(
     # The example in docs/inference.md runs as written, against this server.
     scope: dict[str, Any] = {}
     code = doc_example("inference.md", "openai-client").replace("http://127.0.0.1:8000", server.url)
+    monkeypatch.setenv("NOA_API_KEY", key)
     exec(compile(code, "docs/inference.md", "exec"), scope)
     scope["client"].close()
     assert len(scope["vectors"]) == 2 and len(scope["vectors"][0]) == 384
