@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from noa.plugin_sdk.errors import ServiceUnavailable
 from noa.plugin_sdk.ports import (
@@ -9,6 +11,7 @@ from noa.plugin_sdk.ports import (
     CachePort,
     DevicePort,
     Message,
+    ScoredPoint,
     StoragePort,
     VectorStorePort,
     subject_matches,
@@ -152,6 +155,60 @@ def test_translate_placeholders(sql: str, expected: str) -> None:
 class TestMemoryVectorStore(VectorStoreContract):
     async def make_driver(self) -> VectorStorePort:
         return MemoryVectorStore()
+
+
+class _PersistingMemoryStore(MemoryVectorStore):
+    """Keeps its collections through ``close``, as a store on disk would."""
+
+    kept: dict[str, Any]
+
+    async def close(self) -> None:
+        self.kept = dict(self._collections)
+        await super().close()
+
+
+class _RestartingContract(VectorStoreContract):
+    """Not collected: its restart test is run by hand below, the fake keeps no data."""
+
+    lose: str | None = None
+
+    async def make_driver(self) -> VectorStorePort:
+        return _PersistingMemoryStore()
+
+    async def reopen_driver(self, driver: VectorStorePort) -> VectorStorePort | None:
+        assert isinstance(driver, _PersistingMemoryStore)
+        store = MemoryVectorStore()
+        store._collections.update(driver.kept)
+        if self.lose:
+            await store.delete(next(iter(driver.kept)), [self.lose])
+        return store
+
+
+async def test_the_restart_test_passes_when_the_data_is_kept() -> None:
+    contract = _RestartingContract()
+    await contract.test_data_survives_a_restart(await contract.make_driver())
+
+
+async def test_the_restart_test_fails_when_a_point_is_lost() -> None:
+    contract = _RestartingContract()
+    contract.lose = "p10"
+    with pytest.raises(AssertionError):
+        await contract.test_data_survives_a_restart(await contract.make_driver())
+
+
+@pytest.mark.parametrize(("min_recall", "passes"), [(1.0, False), (0.95, False), (0.9, True)])
+def test_an_approximate_driver_is_held_to_its_recall(min_recall: float, passes: bool) -> None:
+    contract = TestMemoryVectorStore()
+    contract.min_recall_at_10 = min_recall
+    exact = {f"p{n}": 1.0 - n / 100 for n in range(11)}
+    best = [(f"p{n}", exact[f"p{n}"]) for n in range(10)]
+    # Each query misses its tenth point and returns the eleventh: recall@10 is 0.9.
+    hits = [ScoredPoint(id=f"p{n}", score=exact[f"p{n}"]) for n in (*range(9), 10)]
+    if passes:
+        contract._assert_recall([hits, hits], [best, best], [exact, exact])
+    else:
+        with pytest.raises(AssertionError):
+            contract._assert_recall([hits, hits], [best, best], [exact, exact])
 
 
 class TestNumpyDevice(DeviceContract):

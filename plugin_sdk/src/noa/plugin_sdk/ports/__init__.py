@@ -9,7 +9,8 @@ slot     port                        values
 ======== =========================== ===================================
 storage  :class:`StoragePort`        :class:`SqlRunner` (a transaction)
 cache    :class:`CachePort`
-vectors  :class:`VectorStorePort`    :class:`Point`, :class:`ScoredPoint`
+vectors  :class:`VectorStorePort`    :class:`Point`, :class:`ScoredPoint`,
+                                     :class:`CollectionInfo`
 broker   :class:`BrokerPort`         :class:`Message`, :class:`Subscription`
 device   :class:`DevicePort`         NumPy ``float32`` arrays
 ======== =========================== ===================================
@@ -31,7 +32,9 @@ from noa.plugin_sdk.ports.device import DevicePort
 from noa.plugin_sdk.ports.storage import SqlRunner, StoragePort
 from noa.plugin_sdk.ports.vectors import (
     COLLECTION_NAME_PATTERN,
+    CollectionInfo,
     Distance,
+    FieldType,
     Point,
     ScoredPoint,
     VectorStorePort,
@@ -44,8 +47,10 @@ __all__ = [
     "DELIVERIES_HEADER",
     "BrokerPort",
     "CachePort",
+    "CollectionInfo",
     "DevicePort",
     "Distance",
+    "FieldType",
     "Message",
     "MessageHandler",
     "Point",

@@ -1,23 +1,31 @@
 """``MemoryVectorStore``: the reference :class:`~noa.plugin_sdk.ports.VectorStorePort`.
 
-Exact brute-force search in pure Python: every query scores every point, so its results
-are the ground truth an approximate index is measured against. Fine for tests and a few
-thousand points; nothing is persisted.
+Exact brute-force search in pure Python: every query scores every point that passes the
+filter (:func:`~noa.plugin_sdk.ports.vectors.matches`, the reference meaning), so its
+results are the ground truth an approximate index is measured against. Fine for tests
+and some thousands of points; nothing is persisted.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
 from noa.plugin_sdk.errors import BadRequest, Conflict, NotFound, Unprocessable
 from noa.plugin_sdk.ports.vectors import (
     COLLECTION_NAME_PATTERN,
+    CollectionInfo,
     Distance,
+    FieldType,
     Point,
     ScoredPoint,
+    matches,
+    validate_fields,
+    validate_filter,
+    validate_payload,
 )
 
 __all__ = ["MemoryVectorStore"]
@@ -26,11 +34,12 @@ _DISTANCES: frozenset[str] = frozenset(get_args(Distance))
 
 
 class _Collection:
-    __slots__ = ("dim", "distance", "points")
+    __slots__ = ("dim", "distance", "fields", "points")
 
-    def __init__(self, dim: int, distance: Distance) -> None:
+    def __init__(self, dim: int, distance: Distance, fields: dict[str, FieldType]) -> None:
         self.dim = dim
         self.distance = distance
+        self.fields = fields
         # id -> (vector as stored, payload); cosine vectors are stored normalised.
         self.points: dict[str, tuple[tuple[float, ...], dict[str, Any]]] = {}
 
@@ -41,7 +50,13 @@ class MemoryVectorStore:
     def __init__(self) -> None:
         self._collections: dict[str, _Collection] = {}
 
-    async def create_collection(self, name: str, dim: int, distance: Distance) -> None:
+    async def create_collection(
+        self,
+        name: str,
+        dim: int,
+        distance: Distance,
+        fields: Mapping[str, FieldType] | None = None,
+    ) -> None:
         if not COLLECTION_NAME_PATTERN.fullmatch(name):
             raise BadRequest(
                 f"invalid collection name {name!r}: use 1 to 63 of A-Z a-z 0-9 _ -, "
@@ -53,9 +68,20 @@ class MemoryVectorStore:
         if distance not in _DISTANCES:
             known = ", ".join(sorted(_DISTANCES))
             raise BadRequest(f"unknown distance {distance!r} (use {known})", param="distance")
+        declared = validate_fields(fields)
         if name in self._collections:
             raise Conflict(f"collection {name!r} already exists", code="collection_exists")
-        self._collections[name] = _Collection(dim, distance)
+        self._collections[name] = _Collection(dim, distance, declared)
+
+    async def collection_info(self, name: str) -> CollectionInfo:
+        found = self._get(name)
+        return CollectionInfo(
+            name=name,
+            dim=found.dim,
+            distance=found.distance,
+            fields=dict(found.fields),
+            count=len(found.points),
+        )
 
     async def delete_collection(self, name: str) -> bool:
         return self._collections.pop(name, None) is not None
@@ -70,6 +96,7 @@ class MemoryVectorStore:
             if not point.id:
                 raise BadRequest("a point id must be a non-empty string", param="id")
             vector = _prepare(found, point.vector, f"point {point.id!r}")
+            validate_payload(found.fields, point.id, point.payload)
             checked.append((point.id, vector, dict(point.payload)))
         for point_id, vector, payload in checked:
             found.points[point_id] = (vector, payload)
@@ -85,11 +112,12 @@ class MemoryVectorStore:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise BadRequest(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
         query = _prepare(found, vector, "the query vector")
-        wanted = dict(filter or {})
+        validate_filter(found.fields, filter)
+        wanted = list((filter or {}).items())
         scored = [
             (_score(found.distance, query, stored), point_id, payload)
             for point_id, (stored, payload) in found.points.items()
-            if all(k in payload and payload[k] == v for k, v in wanted.items())
+            if all(k in payload and matches(condition, payload[k]) for k, condition in wanted)
         ]
         if found.distance == "euclid":
             best = heapq.nsmallest(top_k, scored, key=lambda item: item[0])
@@ -136,6 +164,6 @@ def _prepare(collection: _Collection, vector: Sequence[float], what: str) -> tup
 
 def _score(distance: Distance, a: tuple[float, ...], b: tuple[float, ...]) -> float:
     if distance == "euclid":
-        return math.sqrt(math.fsum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
+        return math.dist(a, b)
     # cosine vectors are normalised on the way in, so their similarity is a dot product.
-    return math.fsum(x * y for x, y in zip(a, b, strict=True))
+    return math.fsum(map(operator.mul, a, b))
