@@ -91,11 +91,13 @@ def test_booting_without_plugins_imports_no_plugin(tmp_path: Path) -> None:
 
 def test_every_config_key_is_documented() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
+    from noa.builtin_plugins.auth.config import AuthConfig
     from noa.builtin_plugins.broker.config import BrokerConfig
     from noa.builtin_plugins.cache.config import CacheConfig
     from noa.builtin_plugins.http.config import HttpConfig
     from noa.builtin_plugins.inference.config import InferenceConfig
     from noa.builtin_plugins.observability.config import ObservabilityConfig
+    from noa.builtin_plugins.retrieval.config import RetrievalConfig
     from noa.builtin_plugins.storage.config import StorageConfig
     from noa.kernel.config._schema import PluginsSettings
     from noa.plugin_sdk.types import ServerSettings
@@ -110,6 +112,8 @@ def test_every_config_key_is_documented() -> None:
         ("broker", BrokerConfig),
         ("storage", StorageConfig),
         ("inference", InferenceConfig),
+        ("auth", AuthConfig),
+        ("retrieval", RetrievalConfig),
     ):
         missing += [
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc

@@ -45,10 +45,6 @@ class AuthConfig(PluginConfig, frozen=True):
     # as "anonymous" with anonymous_scopes. The embedded profile sets "loopback".
     anonymous: Literal["off", "loopback"] = "off"
     anonymous_scopes: tuple[str, ...] = ("*",)
-    # /metrics answers without credentials (false: it needs the "metrics:read" scope).
-    public_metrics: bool = True
-    # The OpenAPI document and its pages under /schema answer without credentials.
-    public_openapi: bool = True
     # Peers (addresses or CIDR networks) whose X-Forwarded-For / Forwarded headers name
     # the real client. From any other peer those headers are ignored.
     trusted_proxies: tuple[str, ...] = ()
