@@ -154,3 +154,19 @@ async def test_a_public_raw_asgi_route_is_allowed(noa_boot: Any) -> None:
     )
     async with noa_boot(["http"], extra_plugins={"sneaky": plugin}) as noa:
         assert (await noa.client.get("/raw")).text == "raw"
+
+
+async def test_the_openapi_document_names_credentials_scopes_and_refusals(noa_boot: Any) -> None:
+    async with noa_boot(["http"], extra_plugins={"policy": plugin(RecordingPolicy())}) as noa:
+        document = (await noa.client.get("/schema/openapi.json")).json()
+        assert set(document["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+        guarded = document["paths"]["/guarded/{name}"]["get"]
+        assert guarded["security"] == [{"bearer": []}, {"apiKey": []}]
+        assert "`boxes:read`" in guarded["description"]
+        for status in ("401", "403", "429"):
+            schema = guarded["responses"][status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Error"}
+        assert "any scope" in document["paths"]["/bare"]["get"]["description"]
+        for path in ("/free", "/health"):
+            operation = document["paths"][path]["get"]
+            assert "security" not in operation and "401" not in operation["responses"]
