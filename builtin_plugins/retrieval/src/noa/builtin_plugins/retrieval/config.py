@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from noa.plugin_sdk import PluginConfig
+from noa.plugin_sdk import PluginConfig, Secret
 
 __all__ = ["RetrievalConfig"]
 
@@ -17,3 +17,12 @@ class RetrievalConfig(PluginConfig, frozen=True):
     # A search whose selected rows times the dimension is at most this is scored exactly
     # in float32; above it an int8 pass picks the candidates (rescored exactly).
     embedded_exact_max_values: Annotated[int, msgspec.Meta(ge=0)] = 4_000_000
+    # Folder of the qdrant-local store ([drivers] vectors = "qdrant-local"); empty:
+    # <server.data_dir>/qdrant.
+    qdrant_path: str = ""
+    # The Qdrant server of the qdrant driver (REST); a secret, as it may hold credentials.
+    qdrant_url: Secret = Secret("http://127.0.0.1:6333")
+    # Its API key; empty: none. Written {env = "QDRANT_API_KEY"}.
+    qdrant_api_key: Secret = Secret("")
+    # Seconds a request to the Qdrant server may take.
+    qdrant_timeout_s: Annotated[int, msgspec.Meta(ge=1)] = 10
