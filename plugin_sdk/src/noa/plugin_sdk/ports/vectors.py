@@ -45,6 +45,7 @@ __all__ = [
     "COLLECTION_NAME_PATTERN",
     "FIELD_NAME_PATTERN",
     "MAX_ANY_VALUES",
+    "MAX_DIM",
     "MAX_FIELDS",
     "RANGE_OPERATORS",
     "CollectionInfo",
@@ -54,6 +55,7 @@ __all__ = [
     "ScoredPoint",
     "VectorStorePort",
     "matches",
+    "validate_collection",
     "validate_fields",
     "validate_filter",
     "validate_payload",
@@ -174,6 +176,29 @@ class VectorStorePort(Protocol):
     async def close(self) -> None:
         """Release connections and files. Calling it again does nothing."""
         ...
+
+
+#: The largest dimension any driver accepts, so a collection can move between drivers.
+MAX_DIM = 4096
+
+
+def validate_collection(
+    name: object, dim: object, distance: object, fields: Mapping[str, FieldType] | None
+) -> dict[str, FieldType]:
+    """Check the arguments of ``create_collection`` (``BadRequest`` naming the one that is
+    wrong); the declared fields, checked, are returned."""
+    if not isinstance(name, str) or not COLLECTION_NAME_PATTERN.fullmatch(name):
+        raise BadRequest(
+            f"invalid collection name {name!r}: use 1 to 63 of A-Z a-z 0-9 _ -, "
+            "not starting with -",
+            param="name",
+        )
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
+        raise BadRequest(f"dim must be an integer from 1 to {MAX_DIM}, got {dim!r}", param="dim")
+    if distance not in get_args(Distance):
+        known = ", ".join(sorted(get_args(Distance)))
+        raise BadRequest(f"unknown distance {distance!r} (use {known})", param="distance")
+    return validate_fields(fields)
 
 
 def validate_fields(fields: Mapping[str, FieldType] | None) -> dict[str, FieldType]:

@@ -28,7 +28,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -46,12 +46,13 @@ from noa.plugin_sdk.errors import (
 )
 from noa.plugin_sdk.ports.vectors import (
     COLLECTION_NAME_PATTERN,
+    MAX_DIM,
     CollectionInfo,
     Distance,
     FieldType,
     Point,
     ScoredPoint,
-    validate_fields,
+    validate_collection,
     validate_filter,
     validate_payload,
 )
@@ -60,9 +61,6 @@ from numpy.typing import NDArray
 __all__ = ["MAX_DIM", "EmbeddedVectorStore"]
 
 log = logging.getLogger("noa.retrieval")
-
-MAX_DIM = 4096
-_DISTANCES: frozenset[str] = frozenset(get_args(Distance))
 
 
 class _Entry:
@@ -108,20 +106,7 @@ class EmbeddedVectorStore:
         distance: Distance,
         fields: Mapping[str, FieldType] | None = None,
     ) -> None:
-        if not isinstance(name, str) or not COLLECTION_NAME_PATTERN.fullmatch(name):
-            raise BadRequest(
-                f"invalid collection name {name!r}: use 1 to 63 of A-Z a-z 0-9 _ -, "
-                "not starting with -",
-                param="name",
-            )
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
-            raise BadRequest(
-                f"dim must be an integer from 1 to {MAX_DIM}, got {dim!r}", param="dim"
-            )
-        if distance not in _DISTANCES:
-            known = ", ".join(sorted(_DISTANCES))
-            raise BadRequest(f"unknown distance {distance!r} (use {known})", param="distance")
-        declared = validate_fields(fields)
+        declared = validate_collection(name, dim, distance, fields)
         await self._ready()
         async with self._catalog_lock:
             if name in self._entries:

@@ -26,6 +26,7 @@ serialised as local mode needs. It locks its folder: one process at a time.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import fcntl
 import logging
@@ -57,11 +58,13 @@ from noa.plugin_sdk.errors import (
 )
 from noa.plugin_sdk.ports.vectors import (
     COLLECTION_NAME_PATTERN,
+    MAX_DIM,
     CollectionInfo,
     Distance,
     FieldType,
     Point,
     ScoredPoint,
+    validate_collection,
     validate_fields,
     validate_filter,
 )
@@ -74,8 +77,6 @@ log = logging.getLogger("noa.retrieval")
 
 T = TypeVar("T")
 
-# The same bound as the embedded driver, so a collection moves between drivers.
-MAX_DIM = 4096
 _DISTANCES: dict[str, models.Distance] = {
     "cosine": models.Distance.COSINE,
     "dot": models.Distance.DOT,
@@ -94,7 +95,7 @@ _INDEX_TYPES: dict[str, models.PayloadSchemaType] = {
 }
 
 
-class _QdrantStore:
+class _QdrantStore(abc.ABC):
     """The port over one ``AsyncQdrantClient``; subclasses say how it is made and run."""
 
     _mode: Literal["local", "server"]
@@ -108,8 +109,9 @@ class _QdrantStore:
 
     # -- how the client is made and called (the subclasses) ---------------------------------
 
+    @abc.abstractmethod
     async def _open(self) -> AsyncQdrantClient:
-        raise NotImplementedError
+        """A new client: local mode on its folder, or a server connection."""
 
     async def _run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return await work()
@@ -133,20 +135,7 @@ class _QdrantStore:
         distance: Distance,
         fields: Mapping[str, FieldType] | None = None,
     ) -> None:
-        if not isinstance(name, str) or not COLLECTION_NAME_PATTERN.fullmatch(name):
-            raise BadRequest(
-                f"invalid collection name {name!r}: use 1 to 63 of A-Z a-z 0-9 _ -, "
-                "not starting with -",
-                param="name",
-            )
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
-            raise BadRequest(
-                f"dim must be an integer from 1 to {MAX_DIM}, got {dim!r}", param="dim"
-            )
-        if distance not in _DISTANCES:
-            known = ", ".join(sorted(_DISTANCES))
-            raise BadRequest(f"unknown distance {distance!r} (use {known})", param="distance")
-        declared = validate_fields(fields)
+        declared = validate_collection(name, dim, distance, fields)
         client = await self._ready()
 
         async def create() -> None:

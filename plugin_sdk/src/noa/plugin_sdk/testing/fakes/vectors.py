@@ -12,25 +12,22 @@ import heapq
 import math
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Any, get_args
+from typing import Any
 
 from noa.plugin_sdk.errors import BadRequest, Conflict, NotFound, Unprocessable
 from noa.plugin_sdk.ports.vectors import (
-    COLLECTION_NAME_PATTERN,
     CollectionInfo,
     Distance,
     FieldType,
     Point,
     ScoredPoint,
     matches,
-    validate_fields,
+    validate_collection,
     validate_filter,
     validate_payload,
 )
 
 __all__ = ["MemoryVectorStore"]
-
-_DISTANCES: frozenset[str] = frozenset(get_args(Distance))
 
 
 class _Collection:
@@ -57,18 +54,7 @@ class MemoryVectorStore:
         distance: Distance,
         fields: Mapping[str, FieldType] | None = None,
     ) -> None:
-        if not COLLECTION_NAME_PATTERN.fullmatch(name):
-            raise BadRequest(
-                f"invalid collection name {name!r}: use 1 to 63 of A-Z a-z 0-9 _ -, "
-                "not starting with -",
-                param="name",
-            )
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise BadRequest(f"dim must be a positive integer, got {dim!r}", param="dim")
-        if distance not in _DISTANCES:
-            known = ", ".join(sorted(_DISTANCES))
-            raise BadRequest(f"unknown distance {distance!r} (use {known})", param="distance")
-        declared = validate_fields(fields)
+        declared = validate_collection(name, dim, distance, fields)
         if name in self._collections:
             raise Conflict(f"collection {name!r} already exists", code="collection_exists")
         self._collections[name] = _Collection(dim, distance, declared)
