@@ -40,6 +40,7 @@ class TestEmbeddedDriverInt8Pass(TestEmbeddedDriver):
 
 class TestRetrievalPluginContract(PluginContract):
     plugin = "retrieval"
+    needs = ("storage",)
 
     @pytest.fixture(autouse=True)
     def _data_dir(self, tmp_path: Path) -> None:

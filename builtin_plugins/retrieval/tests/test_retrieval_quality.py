@@ -17,7 +17,6 @@ under it (``CI=true``).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import time
@@ -78,29 +77,9 @@ def labelled() -> RetrievalSet:
 
 
 @pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder, found as the inference tests find it."""
-    configured = os.environ.get("NOA_TEST_MODEL_DIR")
-    folder = Path(configured) if configured else ROOT / ".noa" / "models" / MODEL
-    if not (folder / "model.safetensors").is_file():
-        message = (
-            f"the model {MODEL} is not at {folder}; run ./scripts/setup "
-            f"(or `noa models add {MODEL}`), or set NOA_TEST_MODEL_DIR"
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message} (CI=true: a missing model is a failure)", pytrace=False)
-        pytest.skip(message)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def embedded(
-    labelled: RetrievalSet, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Embedded:
+def embedded(labelled: RetrievalSet, model_repository: Path) -> Embedded:
     """Every passage and query embedded once per module by a kernel serving the model."""
-    repository = tmp_path_factory.mktemp("models")
-    (repository / "sentence-transformers").mkdir()
-    (repository / MODEL).symlink_to(minilm_dir, target_is_directory=True)
+    repository = model_repository
     passages = [p.text for p in labelled.passages]
     queries = [q.text for q in labelled.queries]
     return asyncio.run(_embed_through_the_api(repository, passages, queries))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from noa.plugin_sdk import Registry, hookspec
+from noa.plugin_sdk import Host, Registry, hookspec
 
 
 @hookspec
-def noa_register_embedders(embedders: Registry[Any]) -> None:
-    """Contribute embedders: ``embedders.add("fastembed", factory)``.
+def noa_register_embedders(embedders: Registry[Any], host: Host) -> None:
+    """Contribute embedders: ``embedders.add("fastembed", embedder)``, each a
+    :class:`noa.plugin_sdk.embedding.Embedder`.
 
-    The retrieval plugin chooses one per collection by name and defines the embedder
-    interface. Called once per worker at assembly. Returns nothing.
+    The retrieval plugin chooses one per collection by name. Called once per worker,
+    after ``noa_configure``. Returns nothing.
     """

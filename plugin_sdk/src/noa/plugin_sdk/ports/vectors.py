@@ -48,6 +48,7 @@ __all__ = [
     "MAX_DIM",
     "MAX_FIELDS",
     "RANGE_OPERATORS",
+    "VECTORS_STATE_KEY",
     "CollectionInfo",
     "Distance",
     "FieldType",
@@ -60,6 +61,10 @@ __all__ = [
     "validate_filter",
     "validate_payload",
 ]
+
+#: The ``host.state`` key under which the retrieval plugin offers the started
+#: :class:`VectorStorePort`.
+VECTORS_STATE_KEY = "noa.vectors"
 
 Distance = Literal["cosine", "dot", "euclid"]
 FieldType = Literal["keyword", "integer", "float", "bool"]

@@ -366,6 +366,9 @@ class BertEmbedder:
     ) -> list[Tokenized]:
         return self.tokenizer.encode(texts, truncate=truncate, param=param)
 
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return self.tokenizer.spans(text)
+
     def encode(self, batch: Sequence[Tokenized], *, normalize: bool | None = None) -> Any:
         """Embeddings of tokenized texts, one row each, in order."""
         ids = np.fromiter(

@@ -80,6 +80,13 @@ def _runtime(host: Host) -> ModelRuntime:
 
 
 @hookimpl
+def noa_register_embedders(embedders: Registry[Any], host: Host) -> None:
+    from noa.builtin_plugins.inference.embedder import RuntimeEmbedder
+
+    embedders.add("inference", RuntimeEmbedder(_runtime(host)))
+
+
+@hookimpl
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.inference.api_kserve import kserve_error_body, kserve_router
     from noa.builtin_plugins.inference.api_native import admin_handlers, native_handlers

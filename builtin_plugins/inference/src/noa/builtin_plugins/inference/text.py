@@ -30,6 +30,7 @@ class TextTokenizer:
         self.max_length = max_length
         encode = getattr(tokenizer, "encode_batch_fast", None)  # no offsets: faster
         self._encode_batch = encode or tokenizer.encode_batch
+        self._untruncated: Any = None
 
     @classmethod
     def load(cls, model_dir: Path, *, name: str, max_length: int) -> TextTokenizer:
@@ -59,3 +60,17 @@ class TextTokenizer:
                 raise InputTooLong(index, self.max_length, param)
             out.append(Tokenized(encoding.ids, cut))
         return out
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """The character span of every token of ``text`` (special tokens left out, no
+        truncation): what chunking by tokens measures."""
+        if self._untruncated is None:
+            from tokenizers import Tokenizer
+
+            copy = Tokenizer.from_str(self._tokenizer.to_str())
+            copy.no_truncation()
+            self._untruncated = copy
+        offsets: list[tuple[int, int]] = self._untruncated.encode(
+            text, add_special_tokens=False
+        ).offsets
+        return offsets

@@ -5,12 +5,26 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
+from noa.builtin_plugins.retrieval.chunking import ChunkingConfig
 from noa.plugin_sdk import PluginConfig, Secret
 
 __all__ = ["RetrievalConfig"]
 
 
 class RetrievalConfig(PluginConfig, frozen=True):
+    # The embedder of a collection created without one (noa_register_embedders; the
+    # inference plugin contributes "inference", serving the models of its repository).
+    default_embedder: str = "inference"
+    # How documents are cut into chunks when a collection doesn't say:
+    # [retrieval.chunking] mode = "sentences" | "tokens" | "characters", size, overlap.
+    chunking: ChunkingConfig = ChunkingConfig()
+    # Documents one ingest call may carry, and characters one document may hold.
+    max_documents: Annotated[int, msgspec.Meta(ge=1)] = 256
+    max_document_chars: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
+    # Chunks embedded (and upserted) together during ingestion.
+    embed_batch_size: Annotated[int, msgspec.Meta(ge=1)] = 64
+    # The largest top_k a search may ask for.
+    max_top_k: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
     # Folder of the embedded vector store ([drivers] vectors = "embedded"); empty:
     # <server.data_dir>/vectors.
     embedded_path: str = ""

@@ -1,19 +1,93 @@
 """Hook implementations of the retrieval plugin.
 
-For now it declares ``[retrieval]``, which holds the settings of the embedded vector
-store (the ``embedded`` driver of the ``vectors`` slot, built with
-``EmbeddedVectorStore.from_config(config, data_dir)``). Collections, ingestion and the
-search API come next.
+It owns the ``vectors`` slot (starts the driver config chose, checks it for ``/ready``,
+closes it at shutdown), keeps the retrieval catalog in the storage slot (its migration
+runs with the others), and serves collections, aliases, ingestion and search over HTTP
+with the embedders other plugins contribute (``noa_register_embedders``).
 """
 
 from __future__ import annotations
 
-from noa.builtin_plugins.retrieval.config import RetrievalConfig
-from noa.plugin_sdk import PluginConfig, PluginInfo, Registry, hookimpl
+from typing import Any
 
-PLUGIN_INFO = PluginInfo(description="Retrieval: the embedded vector store (vectors slot)")
+from noa.builtin_plugins.retrieval.config import RetrievalConfig
+from noa.plugin_sdk import (
+    HealthCheck,
+    Host,
+    PluginConfig,
+    PluginInfo,
+    PluginStartError,
+    Registry,
+    RouteGroup,
+    hookimpl,
+)
+from noa.plugin_sdk.ports.storage import STORAGE_STATE_KEY
+from noa.plugin_sdk.ports.vectors import VECTORS_STATE_KEY
+from noa.plugin_sdk.slot_driver import close_driver, ping_check, start_driver
+
+PLUGIN_INFO = PluginInfo(
+    description="Retrieval: collections behind aliases, ingestion and search (vectors slot)",
+    after=("storage", "inference", "observability"),
+)
+
+_SERVICE_KEY = "noa.retrieval.service"
 
 
 @hookimpl
 def noa_register_config_sections(sections: Registry[type[PluginConfig]]) -> None:
     sections.add("retrieval", RetrievalConfig)
+
+
+@hookimpl
+def noa_register_migrations(migrations: Registry[str]) -> None:
+    migrations.add("retrieval", "noa.builtin_plugins.retrieval.piccolo_app")
+
+
+@hookimpl
+def noa_configure(host: Host) -> None:
+    from noa.builtin_plugins.retrieval.service import Retrieval
+
+    host.state[_SERVICE_KEY] = Retrieval(host.section("retrieval", RetrievalConfig))
+
+
+@hookimpl
+def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
+    from noa.builtin_plugins.retrieval.api import retrieval_handlers
+
+    handlers = retrieval_handlers(host.state[_SERVICE_KEY])
+    # Each handler names its scope (search, write or admin); admin is the default.
+    group = RouteGroup(handlers=tuple(handlers), tags=("retrieval",), scope="retrieval:admin")
+    routes.add("retrieval", group)
+
+
+@hookimpl
+async def noa_startup(host: Host) -> None:
+    from noa.builtin_plugins.retrieval.catalog import Catalog
+
+    storage = host.state.get(STORAGE_STATE_KEY)
+    if storage is None:
+        raise PluginStartError(
+            "retrieval", "the retrieval catalog needs the storage plugin: enable it"
+        )
+    config = host.section("retrieval", RetrievalConfig)
+    vectors = await start_driver(
+        host,
+        "vectors",
+        VECTORS_STATE_KEY,
+        build=lambda driver: driver.from_config(config, host.server.data_dir),
+        url_key="retrieval.qdrant_url",
+    )
+    embedders = host.collect("noa_register_embedders", Registry[Any]("embedder"))
+    host.state[_SERVICE_KEY].start(
+        vectors, Catalog(storage), {c.name: c.item for c in embedders.contributions()}
+    )
+
+
+@hookimpl
+def noa_register_health_checks(checks: Registry[HealthCheck], host: Host) -> None:
+    checks.add("vectors", ping_check(host, "vectors", VECTORS_STATE_KEY, timeout_s=3.0))
+
+
+@hookimpl
+async def noa_shutdown(host: Host) -> None:
+    await close_driver(host, VECTORS_STATE_KEY)
