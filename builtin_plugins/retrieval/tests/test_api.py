@@ -255,6 +255,8 @@ async def test_alias_swap_under_concurrent_searches(server: KernelUnderTest) -> 
     answered: list[str] = []
     failures: list[str] = []
     stop = asyncio.Event()
+    reached = asyncio.Event()
+    target = 20
 
     async def searcher() -> None:
         while not stop.is_set():
@@ -266,19 +268,21 @@ async def test_alias_swap_under_concurrent_searches(server: KernelUnderTest) -> 
                 failures.append(f"{response.status_code} {response.text}")
             else:
                 answered.append(body["collection"])
+            if len(answered) >= target:
+                reached.set()
 
     searchers = [asyncio.create_task(searcher()) for _ in range(4)]
     try:
-        while len(answered) < 20:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(reached.wait(), 60)
         moved = await client.put("/v1/aliases/kb", json={"collection": "kb-v2"})
         assert moved.status_code == 200, moved.text
         assert moved.json() == {"alias": "kb", "collection": "kb-v2", "previous": "kb-v1"}
         dropped = await client.delete("/v1/collections/kb-v1")
         assert dropped.status_code == 204, dropped.text
         mark = len(answered)
-        while len(answered) < mark + 20:
-            await asyncio.sleep(0.01)
+        target = mark + 20
+        reached.clear()
+        await asyncio.wait_for(reached.wait(), 60)
     finally:
         stop.set()
         await asyncio.gather(*searchers)
