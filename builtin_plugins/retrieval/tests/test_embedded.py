@@ -1,5 +1,6 @@
 """What the contract can't see of the embedded driver: its files after a crash, a second
-process, compaction, concurrency, and filters against the port's reference meaning."""
+store on the same folder, compaction, concurrency, and filters against the port's
+reference meaning. Separate processes are in test_embedded_processes."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from noa.builtin_plugins.retrieval import collection as collection_module
+from noa.builtin_plugins.retrieval import collection_rows
 from noa.builtin_plugins.retrieval.embedded import EmbeddedVectorStore
 from noa.builtin_plugins.retrieval.record_log import RecordLog
 from noa.plugin_sdk.errors import (
     BadRequest,
-    PluginStartError,
+    NotFound,
     ServiceUnavailable,
     Unprocessable,
 )
@@ -198,8 +199,9 @@ async def test_interrupted_creates_and_compactions_are_cleaned_up(folder: Path) 
     store = await reopened(folder)
     try:
         assert await store.list_collections() == ["docs"]
-        assert names(folder) == [".lock", "docs"]
+        assert names(folder) == [".catalog.lock", "docs"]
         assert names(folder / "docs") == [
+            ".write.lock",
             "manifest.json",
             "points-0.log",
             "vectors-0.f32",
@@ -216,9 +218,14 @@ async def test_compaction_keeps_the_live_points(folder: Path) -> None:
         await store.upsert("docs", points(1500, seed=round_ + 1))
     await store.delete("docs", [f"p{i}" for i in range(0, 1500, 3)])
     listed = names(folder / "docs")
-    generation = listed[1].removeprefix("points-").removesuffix(".log")
+    generation = listed[2].removeprefix("points-").removesuffix(".log")
     assert generation != "0"
-    assert listed == ["manifest.json", f"points-{generation}.log", f"vectors-{generation}.f32"]
+    assert listed == [
+        ".write.lock",
+        "manifest.json",
+        f"points-{generation}.log",
+        f"vectors-{generation}.f32",
+    ]
     expected = await store.search("docs", [1.0] * 8, 10, {"tag": "b"})
     assert await store.count("docs") == 1000
     store = await reopened(folder, store)
@@ -229,10 +236,64 @@ async def test_compaction_keeps_the_live_points(folder: Path) -> None:
         await store.close()
 
 
-async def test_a_second_process_is_refused(store: EmbeddedVectorStore, folder: Path) -> None:
-    other = EmbeddedVectorStore(folder)
-    with pytest.raises(PluginStartError, match="in use by another process"):
-        await other.start()
+async def test_two_stores_on_one_folder_share_it(store: EmbeddedVectorStore, folder: Path) -> None:
+    """A second store on the folder (as another worker process would open) is welcome:
+    each sees what the other commits, without a restart."""
+    other = await reopened(folder)
+    try:
+        await store.create_collection("docs", 8, "dot", FIELDS)
+        assert await other.list_collections() == ["docs"]
+        await other.upsert("docs", points(30))
+        assert await store.count("docs") == 30
+        await store.delete("docs", ["p0", "p1"])
+        await store.upsert("docs", [Point(id="p2", vector=[1.0] * 8, payload={"n": -1})])
+        (hit,) = await other.search("docs", [1.0] * 8, 1, {"n": {"lt": 0}})
+        assert (hit.id, hit.payload, await other.count("docs")) == ("p2", {"n": -1}, 28)
+        assert await store.search("docs", [0.5] * 8, 40) == await other.search(
+            "docs", [0.5] * 8, 40
+        )
+        assert await other.delete_collection("docs") is True
+        with pytest.raises(NotFound):
+            await store.search("docs", [1.0] * 8, 1)
+        assert await store.list_collections() == []
+        await store.create_collection("docs", 3, "euclid")  # the name made anew
+        await store.upsert("docs", [Point(id="new", vector=[0.0, 1.0, 2.0])])
+        info = await other.collection_info("docs")
+        assert (info.dim, info.distance, info.count) == (3, "euclid", 1)
+    finally:
+        await other.close()
+
+
+async def test_a_record_another_store_is_writing_is_left_alone_until_whole(
+    store: EmbeddedVectorStore, folder: Path
+) -> None:
+    await store.create_collection("docs", 8, "dot")
+    await store.upsert("docs", points(10))
+    other = await reopened(folder)
+    try:
+        assert await other.count("docs") == 10
+        log = log_file(folder, "docs")
+        before = log.stat().st_size
+        await store.upsert("docs", points(5, prefix="late"))
+        record = log.read_bytes()[before:]
+        with log.open("r+b") as f:  # as another process sees the append in the middle
+            f.truncate(before)
+            f.seek(before)
+            f.write(record[: len(record) // 2])
+        assert await other.count("docs") == 10
+        assert log.stat().st_size == before + len(record) // 2  # not cut off
+        with log.open("ab") as f:
+            f.write(record[len(record) // 2 :])
+        assert await other.count("docs") == 15
+        with log.open("r+b") as f:  # cut back, as a writer whose sync failed does...
+            f.truncate(before)
+        await store.upsert("docs", points(7, prefix="again"))  # ...before its next write
+        hits = await other.search("docs", [1.0] * 8, 30)
+        assert {h.id for h in hits} == {f"p{i}" for i in range(10)} | {
+            f"again{i}" for i in range(7)
+        }
+    finally:
+        await other.close()
 
 
 async def test_concurrent_upserts_and_searches(store: EmbeddedVectorStore) -> None:
@@ -362,5 +423,6 @@ async def test_searches_read_a_published_view_only(
     view = found._view
     await store.upsert("docs", points(500, prefix="new"))
     assert found._view is not view and view.rows == 60
+    assert len(view.search(np.ones(8), 100, None)) == 60
     assert len(found.search(np.ones(8), 100, None)) == 100
-    assert collection_module._MIN_CAPACITY <= view.matrix.shape[0] < 560
+    assert collection_rows.MIN_CAPACITY <= view.matrix.shape[0] < 560

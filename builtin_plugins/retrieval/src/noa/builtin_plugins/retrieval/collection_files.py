@@ -5,32 +5,42 @@
     <root>/<name>/manifest.json      format, dim, distance, fields, generation g
                   vectors-<g>.f32    float32 rows, row r at byte r * dim * 4
                   points-<g>.log     the record log (see record_log)
+                  .write.lock        the collection's write lock (see file_locks)
 
 ``manifest.json`` is only ever replaced whole (written beside, synced, renamed, folder
 synced), so it always names one complete generation. Files of any other generation are
-what an interrupted compaction left behind; :func:`remove_strays` deletes them.
+what an interrupted compaction left behind, or what a compaction running in another
+process is writing: :func:`remove_strays` deletes them, holding the write lock.
+``.write.lock`` is never replaced, so it outlives compactions and tells this collection
+from another made later under the same name.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
+from noa.builtin_plugins.retrieval.file_locks import FileLock
 from noa.builtin_plugins.retrieval.record_log import CorruptFile
 from noa.plugin_sdk.ports.vectors import Distance, FieldType
 from numpy.typing import NDArray
 
 __all__ = [
     "FORMAT",
+    "WRITE_LOCK",
     "Manifest",
+    "drop_folder",
     "log_path",
     "map_rows",
     "read_manifest",
     "remove_strays",
+    "strays",
     "sync_folder",
     "vectors_path",
     "write_all_at",
@@ -39,6 +49,7 @@ __all__ = [
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+WRITE_LOCK = ".write.lock"
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,12 +96,36 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
     sync_folder(folder)
 
 
+def strays(folder: Path, generation: int) -> list[Path]:
+    """The files of other generations and a half-written manifest."""
+    keep = {
+        MANIFEST,
+        WRITE_LOCK,
+        vectors_path(folder, generation).name,
+        log_path(folder, generation).name,
+    }
+    return [entry for entry in folder.iterdir() if entry.name not in keep and entry.is_file()]
+
+
 def remove_strays(folder: Path, generation: int) -> None:
-    """Delete the files of other generations and a half-written manifest."""
-    keep = {MANIFEST, vectors_path(folder, generation).name, log_path(folder, generation).name}
-    for entry in folder.iterdir():
-        if entry.name not in keep and entry.is_file():
-            entry.unlink()
+    """Delete :func:`strays`; only the holder of the write lock may."""
+    for entry in strays(folder, generation):
+        entry.unlink(missing_ok=True)
+
+
+def drop_folder(root: Path, folder: Path) -> None:
+    """Delete a collection folder (holding the store's catalog lock): wait for a write in
+    progress, then rename it away, so a crash never leaves half of it under its name,
+    and delete it."""
+    lock = FileLock(folder / WRITE_LOCK)
+    try:
+        with lock.exclusive():
+            doomed = root / f".deleting-{folder.name}-{uuid.uuid4().hex}"
+            os.rename(folder, doomed)
+            sync_folder(root)
+    finally:
+        lock.close()
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def sync_folder(folder: Path) -> None:
@@ -107,8 +142,9 @@ def sync_folder(folder: Path) -> None:
 
 
 def map_rows(fd: int, dim: int) -> NDArray[np.float32]:
-    """The vectors file as a read-only ``(capacity, dim)`` float32 array; writes go
-    through :func:`write_all_at`, which the shared page cache makes visible here."""
+    """The vectors file as a read-only ``(capacity, dim)`` float32 array; writes, by this
+    process or another, go through :func:`write_all_at`, which the shared page cache
+    makes visible here."""
     capacity = os.fstat(fd).st_size // (dim * 4)
     if capacity == 0:
         return np.empty((0, dim), dtype=np.float32)

@@ -2,45 +2,53 @@
 
 Exact search in this process, with no service to run, persisted under
 ``<data_dir>/vectors/<collection>/`` and surviving restarts and crashes. How the files
-are kept consistent is in :mod:`~noa.builtin_plugins.retrieval.collection`, how a large
-search stays fast in :mod:`~noa.builtin_plugins.retrieval.scan_kernels`.
+are kept consistent, also between processes, is in
+:mod:`~noa.builtin_plugins.retrieval.collection`; how a large search stays fast in
+:mod:`~noa.builtin_plugins.retrieval.scan_kernels`.
 
-Concurrency: CPU- and disk-bound work runs in worker threads (``asyncio.to_thread``), so
-the event loop stays free. Each collection has one writer at a time (an ``asyncio.Lock``);
-searches take no lock and read the last published state. A whole batch is checked
-before the lock is taken and before anything is written.
+Concurrency: CPU- and disk-bound work, and every wait for a lock on a file, runs in
+worker threads (``asyncio.to_thread``), so the event loop stays free. In a process each
+collection has one writer at a time (an ``asyncio.Lock``); searches take no lock and
+read the last published state. A whole batch is checked before the lock is taken and
+before anything is written.
 
-One process owns the folder (an exclusive ``flock`` on ``<folder>/.lock``): the embedded
-profile runs one worker; deployments with several use the ``qdrant`` driver.
+Several processes (the server's workers) may share the folder, each reading and
+writing, each seeing what the others committed. Writers of a collection take turns
+through its ``.write.lock``; creating and deleting collections, and clearing what an
+interrupted one left, hold ``<folder>/.catalog.lock`` exclusively, and opening a
+collection holds it shared, so none is deleted while half open (each an ``flock``; see
+:mod:`~noa.builtin_plugins.retrieval.file_locks`). A collection another process made
+appears in :meth:`~EmbeddedVectorStore.list_collections` and at the first use of its
+name; one it deleted answers 404 here too.
 
 A collection whose files are damaged in a way a crash cannot explain is reported in the
-log at open and answers 503 (``collection_unreadable``, naming the file) while the
-others carry on; deleting it removes it.
+log and answers 503 (``collection_unreadable``, naming the file) while the others carry
+on; deleting it removes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
-from noa.builtin_plugins.retrieval.collection import Collection
+from noa.builtin_plugins.retrieval import collection_files as files
+from noa.builtin_plugins.retrieval.collection import Collection, CollectionGone
 from noa.builtin_plugins.retrieval.config import RetrievalConfig
 from noa.builtin_plugins.retrieval.field_columns import check_payload
+from noa.builtin_plugins.retrieval.file_locks import FileLock
 from noa.builtin_plugins.retrieval.record_log import CorruptFile
 from noa.plugin_sdk.errors import (
     BadRequest,
     Conflict,
     NotFound,
-    PluginStartError,
     ServiceUnavailable,
     Unprocessable,
 )
@@ -62,16 +70,26 @@ __all__ = ["MAX_DIM", "EmbeddedVectorStore"]
 
 log = logging.getLogger("noa.retrieval")
 
+T = TypeVar("T")
+
 
 class _Entry:
-    """A collection by name: open, or unreadable with the reason."""
+    """A collection by name: open, or unreadable with the reason and the folder's
+    identity then (a folder made anew under the name is opened again)."""
 
-    __slots__ = ("collection", "folder", "lock", "problem")
+    __slots__ = ("collection", "folder", "identity", "lock", "problem")
 
-    def __init__(self, folder: Path, collection: Collection | None, problem: str = "") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        collection: Collection | None,
+        problem: str = "",
+        identity: tuple[int, int] | None = None,
+    ) -> None:
         self.folder = folder
         self.collection = collection
         self.problem = problem
+        self.identity = identity
         self.lock = asyncio.Lock()
 
 
@@ -84,8 +102,9 @@ class EmbeddedVectorStore:
         self._entries: dict[str, _Entry] = {}
         self._opened = False
         self._closed = False
-        self._lock_fd = -1
-        # Opening, creating and deleting collections: one at a time.
+        self._catalog: FileLock | None = None
+        # Opening, creating and deleting collections: one at a time in this process;
+        # between processes, the catalog's file lock.
         self._catalog_lock = asyncio.Lock()
 
     @classmethod
@@ -109,53 +128,57 @@ class EmbeddedVectorStore:
         declared = validate_collection(name, dim, distance, fields)
         await self._ready()
         async with self._catalog_lock:
-            if name in self._entries:
-                raise Conflict(f"collection {name!r} already exists", code="collection_exists")
-            collection = await asyncio.to_thread(
-                Collection.create, self.path, name, dim, distance, declared, self.exact_max_values
-            )
+            collection = await asyncio.to_thread(self._create, name, dim, distance, declared)
+            stale = self._entries.get(name)
+            if stale is not None:  # deleted by another process
+                await self._forget(name, stale)
             self._entries[name] = _Entry(collection.folder, collection)
 
     async def collection_info(self, name: str) -> CollectionInfo:
-        found = await self._collection(name)
-        return CollectionInfo(
-            name=name,
-            dim=found.dim,
-            distance=found.distance,
-            fields=dict(found.fields),
-            count=found.count,
-        )
+        async def info(entry: _Entry, found: Collection) -> CollectionInfo:
+            count = await asyncio.to_thread(found.count)
+            return CollectionInfo(
+                name=name,
+                dim=found.dim,
+                distance=found.distance,
+                fields=dict(found.fields),
+                count=count,
+            )
+
+        return await self._attempt(name, info)
 
     async def delete_collection(self, name: str) -> bool:
         await self._ready()
+        if not COLLECTION_NAME_PATTERN.fullmatch(name):
+            return False
         async with self._catalog_lock:
             entry = self._entries.get(name)
-            if entry is None:
-                return False
-            async with entry.lock:
-                del self._entries[name]
-                if entry.collection is not None:
-                    await asyncio.to_thread(entry.collection.drop, self.path)
-                else:
-                    await asyncio.to_thread(shutil.rmtree, entry.folder, True)
-        return True
+            if entry is not None:
+                await self._forget(name, entry)  # after this process's write in progress
+            return await asyncio.to_thread(self._drop, name)
 
     async def list_collections(self) -> list[str]:
         await self._ready()
-        return sorted(self._entries)
+        names = await asyncio.to_thread(self._names_on_disk)
+        async with self._catalog_lock:
+            for name, entry in list(self._entries.items()):
+                if name not in names:  # deleted by another process
+                    await self._forget(name, entry)
+        return sorted(names)
 
     # -- points -----------------------------------------------------------------------------
 
     async def upsert(self, collection: str, points: Sequence[Point]) -> None:
-        found = await self._collection(collection)
-        entry = self._entries[collection]
-        if not points:
-            return
-        ids, vectors, payloads = await asyncio.to_thread(_checked_batch, found, points)
-        async with entry.lock:
-            if self._entries.get(collection) is not entry:
-                raise _not_found(collection)
-            await asyncio.to_thread(found.upsert, ids, vectors, payloads)
+        async def upsert(entry: _Entry, found: Collection) -> None:
+            if not points:
+                return
+            ids, vectors, payloads = await asyncio.to_thread(_checked_batch, found, points)
+            async with entry.lock:
+                if self._entries.get(collection) is not entry:
+                    raise CollectionGone(collection)
+                await asyncio.to_thread(found.upsert, ids, vectors, payloads)
+
+        await self._attempt(collection, upsert)
 
     async def search(
         self,
@@ -164,26 +187,33 @@ class EmbeddedVectorStore:
         top_k: int,
         filter: Mapping[str, Any] | None = None,
     ) -> list[ScoredPoint]:
-        found = await self._collection(collection)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise BadRequest(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
-        query = _vector_of(found, vector, "the query vector")
-        validate_filter(found.fields, filter)
-        hits = await asyncio.to_thread(found.search, query, top_k, dict(filter) if filter else None)
-        return [ScoredPoint(id=i, score=s, payload=dict(p)) for i, s, p in hits]
+        async def search(entry: _Entry, found: Collection) -> list[ScoredPoint]:
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                raise BadRequest(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
+            query = _vector_of(found, vector, "the query vector")
+            validate_filter(found.fields, filter)
+            where = dict(filter) if filter else None
+            hits = await asyncio.to_thread(found.search, query, top_k, where)
+            return [ScoredPoint(id=i, score=s, payload=dict(p)) for i, s, p in hits]
+
+        return await self._attempt(collection, search)
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int:
-        found = await self._collection(collection)
-        entry = self._entries[collection]
-        if isinstance(ids, str):
-            raise BadRequest("ids must be a list of point ids, not one string", param="ids")
-        async with entry.lock:
-            if self._entries.get(collection) is not entry:
-                raise _not_found(collection)
-            return await asyncio.to_thread(found.delete, [str(i) for i in ids])
+        async def delete(entry: _Entry, found: Collection) -> int:
+            if isinstance(ids, str):
+                raise BadRequest("ids must be a list of point ids, not one string", param="ids")
+            async with entry.lock:
+                if self._entries.get(collection) is not entry:
+                    raise CollectionGone(collection)
+                return await asyncio.to_thread(found.delete, [str(i) for i in ids])
+
+        return await self._attempt(collection, delete)
 
     async def count(self, collection: str) -> int:
-        return (await self._collection(collection)).count
+        async def count(entry: _Entry, found: Collection) -> int:
+            return await asyncio.to_thread(found.count)
+
+        return await self._attempt(collection, count)
 
     # -- the store --------------------------------------------------------------------------
 
@@ -198,13 +228,14 @@ class EmbeddedVectorStore:
             return
         self._closed = True
         for entry in list(self._entries.values()):
-            async with entry.lock:  # let a write in progress finish
-                if entry.collection is not None:
-                    entry.collection.close()
+            if entry.collection is not None:
+                async with entry.lock:  # let a write in progress finish
+                    await asyncio.to_thread(entry.collection.close)
         self._entries.clear()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = -1
+        async with self._catalog_lock:
+            if self._catalog is not None:
+                self._catalog.close()
+                self._catalog = None
 
     async def _ready(self) -> None:
         if self._closed:
@@ -216,52 +247,135 @@ class EmbeddedVectorStore:
                 self._entries = await asyncio.to_thread(self._open_all)
                 self._opened = True
 
-    def _open_all(self) -> dict[str, _Entry]:
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise PluginStartError(
-                "retrieval",
-                f"the embedded vector store {self.path} is in use by another process; it "
-                "serves one process: run one worker ([server] workers = 1) or use the "
-                "qdrant driver",
-            ) from None
-        self._lock_fd = fd
-        entries: dict[str, _Entry] = {}
-        for folder in sorted(self.path.iterdir()):
-            if not folder.is_dir():
-                continue
-            if folder.name.startswith((".creating-", ".deleting-")):
-                # An interrupted create or delete: never visible under a collection name.
-                shutil.rmtree(folder, ignore_errors=True)
-                continue
-            if not COLLECTION_NAME_PATTERN.fullmatch(folder.name):
-                log.warning("ignoring %s: not a collection name", folder)
-                continue
+    async def _attempt(self, name: str, work: Callable[[_Entry, Collection], Awaitable[T]]) -> T:
+        """Run ``work`` on the collection ``name``. When another process turns out to have
+        deleted it, look the name up again: 404, or the collection made anew by it."""
+        while True:
+            entry, found = await self._collection(name)
             try:
-                entries[folder.name] = _Entry(
-                    folder, Collection.open(folder, self.exact_max_values)
-                )
-            except (CorruptFile, OSError) as exc:
-                log.error("vector collection %r is unreadable: %s", folder.name, exc)
-                entries[folder.name] = _Entry(folder, None, str(exc))
-        return entries
+                return await work(entry, found)
+            except CollectionGone:
+                await self._forget(name, entry)
+            except CorruptFile as exc:
+                log.error("vector collection %r is unreadable: %s", name, exc)
+                await self._forget(name, entry)
+                identity = await asyncio.to_thread(_identity, entry.folder)
+                if name not in self._entries:
+                    self._entries[name] = _Entry(entry.folder, None, str(exc), identity)
 
-    async def _collection(self, name: str) -> Collection:
+    async def _collection(self, name: str) -> tuple[_Entry, Collection]:
         await self._ready()
         entry = self._entries.get(name)
-        if entry is None:
-            raise _not_found(name)
+        if entry is None or (
+            entry.collection is None
+            and await asyncio.to_thread(_identity, entry.folder) != entry.identity
+        ):
+            entry = await self._open_named(name, entry)
         if entry.collection is None:
             raise ServiceUnavailable(
                 f"collection {name!r} is unreadable: {entry.problem}; restore its folder "
                 "from a backup, or delete the collection",
                 code="collection_unreadable",
             )
-        return entry.collection
+        return entry, entry.collection
+
+    async def _open_named(self, name: str, stale: _Entry | None) -> _Entry:
+        """Open the folder of a name not open here (made by another process, or made
+        anew after it was found unreadable)."""
+        if not COLLECTION_NAME_PATTERN.fullmatch(name):
+            raise _not_found(name)
+        async with self._catalog_lock:
+            entry = self._entries.get(name)
+            if entry is stale:  # not opened meanwhile by another task
+                if stale is not None:
+                    await self._forget(name, stale)
+                entry = await asyncio.to_thread(self._open_one, name)
+                if entry is None:
+                    raise _not_found(name)
+                self._entries[name] = entry
+        if entry is None:
+            raise _not_found(name)
+        return entry
+
+    async def _forget(self, name: str, entry: _Entry) -> None:
+        """Stop serving ``entry`` and close it, once a write in progress is done."""
+        if self._entries.get(name) is entry:
+            del self._entries[name]
+        if entry.collection is not None:
+            async with entry.lock:
+                await asyncio.to_thread(entry.collection.close)
+
+    # -- in worker threads ------------------------------------------------------------------
+
+    def _open_all(self) -> dict[str, _Entry]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._catalog = FileLock(self.path / ".catalog.lock")
+        with self._catalog.exclusive():
+            for folder in self.path.iterdir():
+                if folder.is_dir() and folder.name.startswith((".creating-", ".deleting-")):
+                    # An interrupted create or delete: never visible under a collection name.
+                    shutil.rmtree(folder, ignore_errors=True)
+        entries: dict[str, _Entry] = {}
+        with self._catalog.shared():
+            for folder in sorted(self.path.iterdir()):
+                if not folder.is_dir() or folder.name.startswith("."):
+                    continue
+                if not COLLECTION_NAME_PATTERN.fullmatch(folder.name):
+                    log.warning("ignoring %s: not a collection name", folder)
+                    continue
+                entries[folder.name] = self._open_folder(folder)
+        return entries
+
+    def _open_one(self, name: str) -> _Entry | None:
+        assert self._catalog is not None
+        folder = self.path / name
+        if not folder.is_dir():
+            return None
+        with self._catalog.shared():
+            if not folder.is_dir():
+                return None
+            return self._open_folder(folder)
+
+    def _open_folder(self, folder: Path) -> _Entry:
+        try:
+            return _Entry(folder, Collection.open(folder, self.exact_max_values))
+        except (CorruptFile, OSError) as exc:
+            log.error("vector collection %r is unreadable: %s", folder.name, exc)
+            return _Entry(folder, None, str(exc), _identity(folder))
+
+    def _create(
+        self, name: str, dim: int, distance: Distance, fields: dict[str, FieldType]
+    ) -> Collection:
+        assert self._catalog is not None
+        with self._catalog.exclusive():
+            if (self.path / name).exists():
+                raise Conflict(f"collection {name!r} already exists", code="collection_exists")
+            return Collection.create(self.path, name, dim, distance, fields, self.exact_max_values)
+
+    def _drop(self, name: str) -> bool:
+        assert self._catalog is not None
+        with self._catalog.exclusive():
+            folder = self.path / name
+            if not folder.is_dir():
+                return False
+            files.drop_folder(self.path, folder)
+        return True
+
+    def _names_on_disk(self) -> set[str]:
+        return {
+            folder.name
+            for folder in self.path.iterdir()
+            if COLLECTION_NAME_PATTERN.fullmatch(folder.name) and folder.is_dir()
+        }
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder is at ``folder`` now (a rename into place changes its ctime)."""
+    try:
+        stat = os.stat(folder)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_ctime_ns
 
 
 def _not_found(name: str) -> NotFound:
