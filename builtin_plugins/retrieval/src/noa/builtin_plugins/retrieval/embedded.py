@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,9 +41,9 @@ import numpy as np
 from noa.builtin_plugins.retrieval import collection_files as files
 from noa.builtin_plugins.retrieval.collection import Collection, CollectionGone
 from noa.builtin_plugins.retrieval.config import RetrievalConfig
-from noa.builtin_plugins.retrieval.field_columns import check_payload
 from noa.builtin_plugins.retrieval.file_locks import FileLock
 from noa.builtin_plugins.retrieval.record_log import CorruptFile
+from noa.builtin_plugins.retrieval.vector_checks import checked_points, matrix_of, vector_of
 from noa.plugin_sdk.errors import (
     BadRequest,
     Conflict,
@@ -62,7 +61,6 @@ from noa.plugin_sdk.ports.vectors import (
     ScoredPoint,
     validate_collection,
     validate_filter,
-    validate_payload,
 )
 from numpy.typing import NDArray
 
@@ -190,7 +188,9 @@ class EmbeddedVectorStore:
         async def search(entry: _Entry, found: Collection) -> list[ScoredPoint]:
             if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
                 raise BadRequest(f"top_k must be a positive integer, got {top_k!r}", param="top_k")
-            query = _vector_of(found, vector, "the query vector")
+            query = vector_of(
+                found.dim, vector, "the query vector", normalise=found.distance == "cosine"
+            )
             validate_filter(found.fields, filter)
             where = dict(filter) if filter else None
             hits = await asyncio.to_thread(found.search, query, top_k, where)
@@ -385,20 +385,14 @@ def _not_found(name: str) -> NotFound:
 def _checked_batch(
     collection: Collection, points: Sequence[Point]
 ) -> tuple[list[str], NDArray[np.float32], msgspec.Raw]:
-    """Ids (the last of a repeated id wins), float32 vectors and encoded payloads of a
-    batch, or the error naming its first bad point. Nothing is written here."""
-    last: dict[str, int] = {}
-    for index, point in enumerate(points):
-        if not isinstance(point.id, str) or not point.id:
-            raise BadRequest("a point id must be a non-empty string", param="id")
-        validate_payload(collection.fields, point.id, point.payload)
-        check_payload(collection.fields, point.id, point.payload)
-        last[point.id] = index
-    kept = [points[i] for i in sorted(last.values())]
-    vectors = _matrix_of(collection, kept)
-    payloads = [p.payload for p in kept]
+    """Ids (the last of a repeated id wins), float32 vectors (cosine: normalised) and the
+    msgpack of the payloads of a batch, or the error naming its first bad point. Nothing
+    is written here."""
+    kept = checked_points(collection.fields, points)
+    cosine = collection.distance == "cosine"
+    vectors = matrix_of(collection.dim, kept, normalise=cosine).astype(np.float32)
     try:
-        encoded = msgspec.msgpack.encode(payloads)
+        encoded = msgspec.msgpack.encode([p.payload for p in kept])
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
         for point in kept:
             try:
@@ -409,66 +403,3 @@ def _checked_batch(
                 ) from None
         raise
     return [p.id for p in kept], vectors, msgspec.Raw(encoded)
-
-
-def _matrix_of(collection: Collection, points: Sequence[Point]) -> NDArray[np.float32]:
-    for point in points:
-        _check_length(collection, point.vector, f"point {point.id!r}")
-    try:
-        values = np.array([p.vector for p in points], dtype=np.float64)
-    except (TypeError, ValueError):
-        for point in points:
-            _vector_of(collection, point.vector, f"point {point.id!r}")
-        raise
-    finite = np.isfinite(values).all(axis=1)
-    if not finite.all():
-        bad = points[int(np.argmin(finite))]
-        raise Unprocessable(f"point {bad.id!r} has a value that is not finite", param="vector")
-    if collection.distance == "cosine":
-        norms = np.sqrt(np.einsum("ij,ij->i", values, values))
-        norms[norms == 0] = 1.0
-        values /= norms[:, None]
-    stored = _float32(values)
-    fits = np.isfinite(stored).all(axis=1)
-    if not fits.all():
-        bad = points[int(np.argmin(fits))]
-        raise Unprocessable(f"point {bad.id!r} has a value too large for float32", param="vector")
-    return stored
-
-
-def _vector_of(collection: Collection, vector: Sequence[float], what: str) -> NDArray[np.float64]:
-    """One vector as float64 (cosine: normalised), checked."""
-    _check_length(collection, vector, what)
-    try:
-        values = np.array(vector, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise Unprocessable(f"{what} must be a list of numbers", param="vector") from None
-    if values.shape != (collection.dim,):
-        raise Unprocessable(f"{what} must be a flat list of numbers", param="vector")
-    if not np.isfinite(values).all():
-        raise Unprocessable(f"{what} has a value that is not finite", param="vector")
-    if collection.distance == "cosine":
-        norm = math.sqrt(float(values @ values))
-        if norm > 0:
-            values /= norm
-    if not np.isfinite(_float32(values)).all():
-        raise Unprocessable(f"{what} has a value too large for float32", param="vector")
-    return values
-
-
-def _check_length(collection: Collection, vector: Sequence[float], what: str) -> None:
-    try:
-        length = len(vector)
-    except TypeError:
-        raise Unprocessable(f"{what} must be a list of numbers", param="vector") from None
-    if length != collection.dim:
-        raise Unprocessable(
-            f"{what} has {length} dimensions, the collection takes {collection.dim}",
-            code="wrong_dimension",
-            param="vector",
-        )
-
-
-def _float32(values: NDArray[np.float64]) -> NDArray[np.float32]:
-    with np.errstate(over="ignore"):
-        return values.astype(np.float32)

@@ -9,10 +9,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-import numpy as np
-from noa.builtin_plugins.retrieval.field_columns import check_payload
-from noa.plugin_sdk.errors import BadRequest, Unprocessable
-from noa.plugin_sdk.ports.vectors import Distance, FieldType, Point, validate_payload
+from noa.builtin_plugins.retrieval.vector_checks import (
+    checked_points,
+    encoded_payload,
+    matrix_of,
+)
+from noa.builtin_plugins.retrieval.vector_checks import vector_of as checked_vector
+from noa.plugin_sdk.errors import Unprocessable
+from noa.plugin_sdk.ports.vectors import Distance, FieldType, Point
 from qdrant_client import models
 
 __all__ = [
@@ -49,10 +53,7 @@ def point_key(point_id: str) -> str:
 def checked_batch(schema: Schema, points: Sequence[Point]) -> list[models.PointStruct]:
     """The batch as Qdrant points (the last of a repeated id wins), or the error naming
     its first bad point. Nothing is sent before the whole batch passes."""
-    last: dict[str, int] = {}
-    for index, point in enumerate(points):
-        if not isinstance(point.id, str) or not point.id:
-            raise BadRequest("a point id must be a non-empty string", param="id")
+    for point in points:
         if ID_KEY in point.payload:
             raise Unprocessable(
                 f"point {point.id!r}: the payload key {ID_KEY!r} is reserved by the qdrant "
@@ -60,77 +61,20 @@ def checked_batch(schema: Schema, points: Sequence[Point]) -> list[models.PointS
                 code="reserved_payload_key",
                 param="payload",
             )
-        validate_payload(schema.fields, point.id, point.payload)
-        check_payload(schema.fields, point.id, point.payload)
-        last[point.id] = index
-    kept = [points[i] for i in sorted(last.values())]
-    vectors = _matrix_of(schema, kept)
+    kept = checked_points(schema.fields, points)
+    vectors: list[list[float]] = matrix_of(schema.dim, kept).tolist()
     structs = []
     for point, vector in zip(kept, vectors, strict=True):
-        try:
-            # Through JSON, so local mode keeps what a server would (a tuple comes back a list).
-            payload = msgspec.json.decode(msgspec.json.encode(point.payload))
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-            raise Unprocessable(
-                f"point {point.id!r}: the payload can't be stored: {exc}", param="payload"
-            ) from None
+        # Through JSON, so local mode keeps what a server would (a tuple comes back a list).
+        payload = msgspec.json.decode(encoded_payload(point))
         payload[ID_KEY] = point.id
         structs.append(models.PointStruct(id=point_key(point.id), vector=vector, payload=payload))
     return structs
 
 
-def _matrix_of(schema: Schema, points: Sequence[Point]) -> list[list[float]]:
-    for point in points:
-        _check_length(schema, point.vector, f"point {point.id!r}")
-    try:
-        values = np.array([p.vector for p in points], dtype=np.float64)
-    except (TypeError, ValueError):
-        for point in points:
-            vector_of(schema, point.vector, f"point {point.id!r}")
-        raise
-    if values.shape != (len(points), schema.dim):
-        raise Unprocessable("a point's vector must be a flat list of numbers", param="vector")
-    finite = np.isfinite(values).all(axis=1)
-    if not finite.all():
-        bad = points[int(np.argmin(finite))]
-        raise Unprocessable(f"point {bad.id!r} has a value that is not finite", param="vector")
-    with np.errstate(over="ignore"):
-        fits = np.isfinite(values.astype(np.float32)).all(axis=1)
-    if not fits.all():
-        bad = points[int(np.argmin(fits))]
-        raise Unprocessable(f"point {bad.id!r} has a value too large for float32", param="vector")
-    rows: list[list[float]] = values.tolist()
-    return rows
-
-
 def vector_of(schema: Schema, vector: Sequence[float], what: str) -> list[float]:
-    _check_length(schema, vector, what)
-    try:
-        values = np.array(vector, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise Unprocessable(f"{what} must be a list of numbers", param="vector") from None
-    if values.shape != (schema.dim,):
-        raise Unprocessable(f"{what} must be a flat list of numbers", param="vector")
-    if not np.isfinite(values).all():
-        raise Unprocessable(f"{what} has a value that is not finite", param="vector")
-    with np.errstate(over="ignore"):
-        if not np.isfinite(values.astype(np.float32)).all():
-            raise Unprocessable(f"{what} has a value too large for float32", param="vector")
-    row: list[float] = values.tolist()
+    row: list[float] = checked_vector(schema.dim, vector, what).tolist()
     return row
-
-
-def _check_length(schema: Schema, vector: Sequence[float], what: str) -> None:
-    try:
-        length = len(vector)
-    except TypeError:
-        raise Unprocessable(f"{what} must be a list of numbers", param="vector") from None
-    if length != schema.dim:
-        raise Unprocessable(
-            f"{what} has {length} dimensions, the collection takes {schema.dim}",
-            code="wrong_dimension",
-            param="vector",
-        )
 
 
 # -- filters ----------------------------------------------------------------------------------
