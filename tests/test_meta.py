@@ -94,6 +94,7 @@ def test_every_config_key_is_documented() -> None:
     from noa.builtin_plugins.auth.config import AuthConfig
     from noa.builtin_plugins.broker.config import BrokerConfig
     from noa.builtin_plugins.cache.config import CacheConfig
+    from noa.builtin_plugins.fastembed.config import FastembedConfig
     from noa.builtin_plugins.http.config import HttpConfig
     from noa.builtin_plugins.inference.config import InferenceConfig
     from noa.builtin_plugins.observability.config import ObservabilityConfig
@@ -114,6 +115,7 @@ def test_every_config_key_is_documented() -> None:
         ("inference", InferenceConfig),
         ("auth", AuthConfig),
         ("retrieval", RetrievalConfig),
+        ("fastembed", FastembedConfig),
     ):
         missing += [
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc

@@ -1,0 +1,1 @@
+"""NOA fastembed plugin: local ONNX embedders for retrieval (no side effects on import)."""
