@@ -280,7 +280,7 @@ async def test_alias_swap_under_concurrent_searches(server: KernelUnderTest) -> 
         dropped = await client.delete("/v1/collections/kb-v1")
         assert dropped.status_code == 204, dropped.text
         mark = len(answered)
-        target = mark + 20
+        target = mark + 20 + len(searchers)
         reached.clear()
         await asyncio.wait_for(reached.wait(), 60)
     finally:
@@ -288,7 +288,8 @@ async def test_alias_swap_under_concurrent_searches(server: KernelUnderTest) -> 
         await asyncio.gather(*searchers)
     assert failures == []
     assert answered[0] == "kb-v1"
-    assert set(answered[mark:]) == {"kb-v2"}
+    # A search in flight at the move may still answer from kb-v1; the ones after can't.
+    assert set(answered[mark + len(searchers) :]) == {"kb-v2"}
     listed = (await client.get("/v1/collections")).json()["collections"]
     assert [(c["name"], c["aliases"]) for c in listed] == [("kb-v2", ["kb"])]
 

@@ -1,8 +1,9 @@
 """The retrieval API: ``/v1/collections``, ``/v1/aliases`` and ``/v1/search``.
 
 Scopes: ``retrieval:search`` to search, ``retrieval:write`` to ingest and delete
-documents, ``retrieval:admin`` for collections and aliases. Routes naming a collection
-in their path also check the capability resource ``collection:<name>``.
+documents (also as background jobs), ``retrieval:admin`` for collections and aliases.
+Routes naming a collection in their path also check the capability resource
+``collection:<name>``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from litestar import delete, get, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 from noa.builtin_plugins.retrieval.catalog import AliasChange
+from noa.builtin_plugins.retrieval.jobs import IngestJobs, JobView
 from noa.builtin_plugins.retrieval.service import (
     CollectionView,
     Document,
@@ -72,7 +74,7 @@ class SearchResponse(msgspec.Struct, kw_only=True):
     hits: list[Hit]
 
 
-def retrieval_handlers(service: Retrieval) -> list[HTTPRouteHandler]:
+def retrieval_handlers(service: Retrieval, jobs: IngestJobs) -> list[HTTPRouteHandler]:
     admin = {SCOPE_OPT: ADMIN}
     admin_one = {SCOPE_OPT: ADMIN, RESOURCE_OPT: _resource}
     write_one = {SCOPE_OPT: WRITE, RESOURCE_OPT: _resource}
@@ -124,6 +126,32 @@ def retrieval_handlers(service: Retrieval) -> list[HTTPRouteHandler]:
     async def delete_document(name: FromPath[str], document_id: FromPath[str]) -> None:
         await service.delete_document(name, document_id)
 
+    @post(
+        "/v1/collections/{name:str}/ingest-jobs",
+        summary="Ingest documents in the background",
+        tags=tags,
+        status_code=202,
+        opt=write_one,
+        request_max_body_size=service.config.max_job_bytes,
+    )
+    async def submit_job(name: FromPath[str], data: JSONBody[IngestRequest]) -> JobView:
+        """Queue many documents (``retrieval.max_job_documents``, a body of up to
+        ``retrieval.max_job_bytes``) for ingestion by the workers, through the broker.
+        Answers once the job is stored: a crash doesn't lose it. Follow it with
+        ``GET /v1/ingest-jobs/{id}`` or the ``retrieval.jobs.<id>`` events."""
+        return await jobs.submit(name, data.documents)
+
+    @get(
+        "/v1/ingest-jobs/{job_id:str}",
+        summary="Show an ingestion job",
+        tags=tags,
+        opt={SCOPE_OPT: WRITE},
+    )
+    async def show_job(job_id: FromPath[str]) -> JobView:
+        """Progress (parts done of all) and the report: documents ingested, skipped
+        (unchanged) and failed, with the first 1,000 failures and their reasons."""
+        return await jobs.get(job_id)
+
     @get("/v1/aliases", summary="List aliases", tags=tags, opt=admin)
     async def list_aliases() -> AliasList:
         return AliasList(aliases=await service.catalog.aliases())
@@ -167,6 +195,8 @@ def retrieval_handlers(service: Retrieval) -> list[HTTPRouteHandler]:
         drop_collection,
         ingest,
         delete_document,
+        submit_job,
+        show_job,
         list_aliases,
         set_alias,
         delete_alias,

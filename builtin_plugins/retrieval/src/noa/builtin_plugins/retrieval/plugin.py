@@ -21,16 +21,18 @@ from noa.plugin_sdk import (
     RouteGroup,
     hookimpl,
 )
+from noa.plugin_sdk.ports.broker import BROKER_STATE_KEY
 from noa.plugin_sdk.ports.storage import STORAGE_STATE_KEY
 from noa.plugin_sdk.ports.vectors import VECTORS_STATE_KEY
 from noa.plugin_sdk.slot_driver import close_driver, ping_check, start_driver
 
 PLUGIN_INFO = PluginInfo(
     description="Retrieval: collections behind aliases, ingestion and search (vectors slot)",
-    after=("storage", "inference", "observability"),
+    after=("storage", "broker", "inference", "observability"),
 )
 
 _SERVICE_KEY = "noa.retrieval.service"
+_JOBS_KEY = "noa.retrieval.jobs"
 
 
 @hookimpl
@@ -45,16 +47,20 @@ def noa_register_migrations(migrations: Registry[str]) -> None:
 
 @hookimpl
 def noa_configure(host: Host) -> None:
+    from noa.builtin_plugins.retrieval.jobs import IngestJobs
     from noa.builtin_plugins.retrieval.service import Retrieval
 
-    host.state[_SERVICE_KEY] = Retrieval(host.section("retrieval", RetrievalConfig))
+    config = host.section("retrieval", RetrievalConfig)
+    service = Retrieval(config)
+    host.state[_SERVICE_KEY] = service
+    host.state[_JOBS_KEY] = IngestJobs(service, ack_timeout_s=config.job_ack_timeout_s)
 
 
 @hookimpl
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.retrieval.api import retrieval_handlers
 
-    handlers = retrieval_handlers(host.state[_SERVICE_KEY])
+    handlers = retrieval_handlers(host.state[_SERVICE_KEY], host.state[_JOBS_KEY])
     # Each handler names its scope (search, write or admin); admin is the default.
     group = RouteGroup(handlers=tuple(handlers), tags=("retrieval",), scope="retrieval:admin")
     routes.add("retrieval", group)
@@ -70,17 +76,26 @@ async def noa_startup(host: Host) -> None:
             "retrieval", "the retrieval catalog needs the storage plugin: enable it"
         )
     config = host.section("retrieval", RetrievalConfig)
-    vectors = await start_driver(
-        host,
-        "vectors",
-        VECTORS_STATE_KEY,
-        build=lambda driver: driver.from_config(config, host.server.data_dir),
-        url_key="retrieval.qdrant_url",
-    )
+    data_dir = host.server.data_dir
+    if host.config_value("drivers.vectors") == "pgvector":
+        # Without a URL of its own it uses the storage plugin's database.
+        storage_url = getattr(host.section("storage", PluginConfig), "postgres_url", "")
+        url_key = "retrieval.pgvector_url"
+
+        def build(driver: Any) -> Any:
+            return driver.from_config(config, data_dir, storage_url=storage_url)
+    else:
+        url_key = "retrieval.qdrant_url"
+
+        def build(driver: Any) -> Any:
+            return driver.from_config(config, data_dir)
+
+    vectors = await start_driver(host, "vectors", VECTORS_STATE_KEY, build=build, url_key=url_key)
     embedders = host.collect("noa_register_embedders", Registry[Any]("embedder"))
     host.state[_SERVICE_KEY].start(
         vectors, Catalog(storage), {c.name: c.item for c in embedders.contributions()}
     )
+    await host.state[_JOBS_KEY].start(storage, host.state.get(BROKER_STATE_KEY))
 
 
 @hookimpl
@@ -90,4 +105,5 @@ def noa_register_health_checks(checks: Registry[HealthCheck], host: Host) -> Non
 
 @hookimpl
 async def noa_shutdown(host: Host) -> None:
+    await host.state[_JOBS_KEY].close()
     await close_driver(host, VECTORS_STATE_KEY)
