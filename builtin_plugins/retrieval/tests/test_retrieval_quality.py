@@ -295,3 +295,42 @@ async def test_a_topic_filter_keeps_the_topic_and_loses_no_hit(
     print(f"\nretrieval set, filtered on the answer's topic: recall@{TOP_K} = {filtered:.3f}")
     # Exact search: a relevant passage in the top 5 of all stays in the top 5 of its topic.
     assert filtered >= unfiltered
+
+
+async def test_end_to_end_through_the_retrieval_api(
+    labelled: RetrievalSet, model_repository: Path, data_dir: str
+) -> None:
+    """The same set the way a user runs it: passages ingested as documents through
+    ``POST /v1/collections/{name}/documents`` (chunked, embedded and stored by the
+    server) and each query's text sent to ``POST /v1/search``."""
+    config = {"server": {"data_dir": data_dir}, "inference": {"repository": str(model_repository)}}
+    plugins = ["http", "observability", "storage", "inference", "retrieval"]
+    async with boot(plugins, config=config) as kernel:
+        client = kernel.client
+        await _wait_ready(client)
+        created = await client.post(
+            "/v1/collections",
+            json={"name": "set-v1", "alias": "set", "fields": {"topic": "keyword"}},
+        )
+        assert created.status_code == 201, created.text
+        documents = [
+            {"id": p.id, "text": p.text, "metadata": {"topic": p.topic}} for p in labelled.passages
+        ]
+        report = (
+            await client.post("/v1/collections/set/documents", json={"documents": documents})
+        ).json()
+        assert (report["ingested"], report["failed"]) == (len(documents), [])
+        ranked = []
+        for query in labelled.queries:
+            response = await client.post(
+                "/v1/search", json={"collection": "set", "text": query.text, "top_k": 20}
+            )
+            assert response.status_code == 200, response.text
+            # A passage may be cut into several chunks: rank documents by their best chunk.
+            ids = list(dict.fromkeys(h["document_id"] for h in response.json()["hits"]))
+            ranked.append(ids[:TOP_K])
+    recall = recall_at_k(ranked, labelled.queries)
+    mrr = mean_reciprocal_rank(ranked, labelled.queries)
+    print(f"\nretrieval set through the API: recall@{TOP_K} = {recall:.3f}, MRR = {mrr:.3f}")
+    assert recall >= RECALL_FLOOR
+    assert mrr >= MRR_FLOOR
