@@ -31,12 +31,23 @@ def fresh(server: Any) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers={"Connection": "close"}, timeout=60)
 
 
+def all_workers_ready(server: Any) -> None:
+    """Each worker loads the model itself: /ready from one says nothing of the other, so
+    ask until a run of new connections (spread over both) all answer 200."""
+    deadline = time.monotonic() + 120
+    with fresh(server) as client:
+        while {client.get("/ready").status_code for _ in range(10)} != {200}:
+            assert time.monotonic() < deadline, "the workers never all became ready"
+            time.sleep(0.2)
+
+
 def test_two_workers_share_collections_documents_and_aliases(
     serve: Any, model_repository: Path
 ) -> None:
     env = {"NOA_INFERENCE__REPOSITORY": str(model_repository)}
     server = serve("--profile", "embedded", "--workers", "2", env=env)
     server.wait_ready(timeout=120)
+    all_workers_ready(server)
     with fresh(server) as client:
         created = client.post(
             "/v1/collections",

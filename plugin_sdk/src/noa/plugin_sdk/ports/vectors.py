@@ -44,6 +44,8 @@ from noa.plugin_sdk.errors import BadRequest, Unprocessable
 __all__ = [
     "COLLECTION_NAME_PATTERN",
     "FIELD_NAME_PATTERN",
+    "INT64_MAX",
+    "INT64_MIN",
     "MAX_ANY_VALUES",
     "MAX_DIM",
     "MAX_FIELDS",
@@ -55,6 +57,8 @@ __all__ = [
     "Point",
     "ScoredPoint",
     "VectorStorePort",
+    "as_int64",
+    "integer_range",
     "matches",
     "validate_collection",
     "validate_fields",
@@ -76,6 +80,9 @@ FIELD_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 MAX_FIELDS = 64
 MAX_ANY_VALUES = 1024
 RANGE_OPERATORS: frozenset[str] = frozenset({"gte", "gt", "lte", "lt"})
+# What an ``integer`` field holds: a signed 64-bit integer.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 _FIELD_TYPES: frozenset[str] = frozenset(get_args(FieldType))
 _NUMERIC: frozenset[str] = frozenset({"integer", "float"})
@@ -283,6 +290,33 @@ def validate_filter(fields: Mapping[str, FieldType], filter: Mapping[str, Any] |
                 param="filter",
             )
         _check_condition(name, fields[name], condition)
+
+
+def as_int64(value: int | float) -> int | None:
+    """The integer a filter value equals when an ``integer`` field could hold it
+    (``3.0`` is 3), else ``None``: such a value matches no point of that field."""
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+def integer_range(condition: Mapping[str, float]) -> tuple[int, int] | None:
+    """The inclusive range of 64-bit integers a range condition (checked by
+    :func:`validate_filter`) keeps, or ``None`` when it keeps none: what a driver that
+    compares integers exactly uses instead of comparing them as floats."""
+    low, high = INT64_MIN, INT64_MAX
+    for op, bound in condition.items():
+        if op == "gte":
+            low = max(low, math.ceil(bound))
+        elif op == "gt":
+            low = max(low, math.floor(bound) + 1)
+        elif op == "lte":
+            high = min(high, math.floor(bound))
+        else:
+            high = min(high, math.ceil(bound) - 1)
+    return None if low > high else (low, high)
 
 
 def matches(condition: Any, value: Any) -> bool:

@@ -29,13 +29,11 @@ from typing import Any
 
 import numpy as np
 from noa.plugin_sdk.errors import Unprocessable
-from noa.plugin_sdk.ports.vectors import FieldType
+from noa.plugin_sdk.ports.vectors import INT64_MAX, INT64_MIN, FieldType, integer_range
 from numpy.typing import NDArray
 
 __all__ = ["FieldColumns", "check_payload"]
 
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
 _EMPTY: dict[str, Any] = {}
 
 
@@ -139,7 +137,7 @@ def check_payload(
         value = payload.get(name)
         if value is None or isinstance(value, bool):
             continue
-        if kind == "integer" and not _INT64_MIN <= value <= _INT64_MAX:
+        if kind == "integer" and not INT64_MIN <= value <= INT64_MAX:
             raise Unprocessable(
                 f"point {point_id!r}: field {name!r} is declared integer, which holds "
                 f"64-bit signed integers; got {value}",
@@ -185,7 +183,7 @@ def _is_int64(value: Any) -> bool:
     # 3.0 equals the integer 3; 2.5 equals no integer.
     if isinstance(value, float) and not value.is_integer():
         return False
-    return bool(_INT64_MIN <= value <= _INT64_MAX)
+    return bool(INT64_MIN <= value <= INT64_MAX)
 
 
 def _float_range(column: NDArray[np.float64], condition: Mapping[str, Any]) -> NDArray[np.bool_]:
@@ -208,21 +206,13 @@ def _int_range(
     column: NDArray[np.int64], present: NDArray[np.bool_], condition: Mapping[str, Any]
 ) -> NDArray[np.bool_]:
     # The bounds become one inclusive range of integers, compared exactly in int64.
-    low, high = _INT64_MIN, _INT64_MAX
-    for op, bound in condition.items():
-        if op == "gte":
-            low = max(low, math.ceil(bound))
-        elif op == "gt":
-            low = max(low, math.floor(bound) + 1)
-        elif op == "lte":
-            high = min(high, math.floor(bound))
-        else:
-            high = min(high, math.ceil(bound) - 1)
-    if low > high:
+    bounds = integer_range(condition)
+    if bounds is None:
         return np.zeros(len(column), dtype=np.bool_)
+    low, high = bounds
     result = present.copy()
-    if low > _INT64_MIN:
+    if low > INT64_MIN:
         result &= column >= low
-    if high < _INT64_MAX:
+    if high < INT64_MAX:
         result &= column <= high
     return result

@@ -23,13 +23,12 @@ equals nothing), a float field with doubles; a condition no stored value can mee
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from noa.plugin_sdk.ports.vectors import Distance, FieldType
+from noa.plugin_sdk.ports.vectors import Distance, FieldType, as_int64, integer_range
 from numpy.typing import NDArray
 
 __all__ = [
@@ -55,7 +54,6 @@ CATALOG = "noa:collections"
 # pgvector indexes vectors of at most 2,000 dimensions; wider collections are scanned.
 HNSW_MAX_DIM = 2000
 
-_INT64 = (-(2**63), 2**63 - 1)
 _FLOAT_MAX = 1.7976931348623157e308
 _COLUMN_TYPES: dict[str, str] = {
     "keyword": "text",
@@ -221,11 +219,7 @@ def _stored_value(kind: FieldType, value: Any) -> Any:
     if kind == "bool":
         return value
     if kind == "integer":
-        if isinstance(value, float):
-            if not value.is_integer():
-                return None
-            value = int(value)
-        return value if _INT64[0] <= value <= _INT64[1] else None
+        return as_int64(value)
     if isinstance(value, int) and abs(value) > _FLOAT_MAX:
         return None  # a float field holds only float64-sized values
     return float(value)
@@ -242,19 +236,10 @@ def _range(
             for op, bound in sorted(condition.items())
         )
     # An integer column: the bounds become the inclusive integer range they allow.
-    low, high = _INT64
-    for op, bound in condition.items():
-        if op == "gte":
-            low = max(low, math.ceil(bound))
-        elif op == "gt":
-            low = max(low, math.floor(bound) + 1)
-        elif op == "lte":
-            high = min(high, math.floor(bound))
-        else:
-            high = min(high, math.ceil(bound) - 1)
-    if low > high:
+    bounds = integer_range(condition)
+    if bounds is None:
         return None
-    return f"{column} BETWEEN {param(low)} AND {param(high)}"
+    return f"{column} BETWEEN {param(bounds[0])} AND {param(bounds[1])}"
 
 
 # -- the vector type's binary form --------------------------------------------------------

@@ -16,14 +16,13 @@ from noa.builtin_plugins.retrieval.vector_checks import (
 )
 from noa.builtin_plugins.retrieval.vector_checks import vector_of as checked_vector
 from noa.plugin_sdk.errors import Unprocessable
-from noa.plugin_sdk.ports.vectors import Distance, FieldType, Point
+from noa.plugin_sdk.ports.vectors import Distance, FieldType, Point, as_int64
 from qdrant_client import models
 
 __all__ = [
     "FLOAT_MAX",
     "ID_KEY",
     "ID_NAMESPACE",
-    "INT64",
     "Schema",
     "checked_batch",
     "point_key",
@@ -33,7 +32,6 @@ __all__ = [
 
 ID_KEY = "noa:id"
 ID_NAMESPACE = uuid.UUID("5b0c7a4e-3f0e-4d55-9a57-6e6f612d6964")
-INT64 = (-(2**63), 2**63 - 1)
 FLOAT_MAX = 1.7976931348623157e308
 
 
@@ -104,7 +102,7 @@ def _condition(name: str, kind: FieldType, condition: Any) -> _Condition | None:
         if kind == "keyword":
             return models.FieldCondition(key=name, match=models.MatchAny(any=values))
         if kind == "integer":
-            ints = sorted({n for n in map(_as_int64, values) if n is not None})
+            ints = sorted({n for n in map(as_int64, values) if n is not None})
             if not ints:
                 return None
             return models.FieldCondition(key=name, match=models.MatchAny(any=ints))
@@ -122,7 +120,7 @@ def _equals(name: str, kind: FieldType, value: Any) -> models.FieldCondition | N
     if kind in ("keyword", "bool"):
         return models.FieldCondition(key=name, match=models.MatchValue(value=value))
     if kind == "integer":
-        number = _as_int64(value)
+        number = as_int64(value)
         if number is None:
             return None
         return models.FieldCondition(key=name, match=models.MatchValue(value=number))
@@ -130,15 +128,6 @@ def _equals(name: str, kind: FieldType, value: Any) -> models.FieldCondition | N
         return None  # a float field holds only float64-sized values
     bound = float(value)
     return models.FieldCondition(key=name, range=models.Range(gte=bound, lte=bound))
-
-
-def _as_int64(value: int | float) -> int | None:
-    """The int a number equals, when an integer field could hold it."""
-    if isinstance(value, float):
-        if not value.is_integer():
-            return None
-        value = int(value)
-    return value if INT64[0] <= value <= INT64[1] else None
 
 
 def _clamped(value: int | float) -> float:
