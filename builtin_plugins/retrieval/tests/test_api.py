@@ -303,3 +303,24 @@ async def test_openapi_documents_the_routes(server: KernelUnderTest) -> None:
         "/v1/aliases/{name}",
     ):
         assert path in paths
+
+
+async def test_an_unmigrated_catalog_is_503_naming_the_fix(
+    tmp_path: Path, model_repository: Path
+) -> None:
+    config = {
+        "server": {"data_dir": str(tmp_path / "bare")},
+        "inference": {"repository": str(model_repository)},
+    }
+    async with boot(PLUGINS, config=config) as kernel:
+        await wait_ready(kernel.client)
+        for method, url, body in (
+            ("POST", "/v1/collections", {"name": "c"}),
+            ("POST", "/v1/search", {"collection": "c", "text": "x"}),
+            ("GET", "/v1/aliases", None),
+        ):
+            response = await kernel.client.request(method, url, json=body)
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["code"] == "catalog_unavailable"
+            assert "noa migrate apply" in error["message"]

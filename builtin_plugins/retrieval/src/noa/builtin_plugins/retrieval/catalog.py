@@ -8,15 +8,24 @@ collection, nor a collection that of an alias, so a name always means one thing.
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, TypeVar
 
 import msgspec
 from noa.builtin_plugins.retrieval.chunking import ChunkingConfig
-from noa.plugin_sdk.errors import Conflict, NotFound
+from noa.plugin_sdk.errors import ApiError, Conflict, NotFound, ServiceUnavailable
 from noa.plugin_sdk.ports.storage import SqlRunner, StoragePort
 from noa.plugin_sdk.ports.vectors import Distance, FieldType
 
-__all__ = ["AliasChange", "Catalog", "CollectionRecord", "DocumentRecord"]
+__all__ = ["AliasChange", "Catalog", "CollectionRecord", "DocumentRecord", "guarded"]
+
+log = logging.getLogger("noa.retrieval")
+P = ParamSpec("P")
+T = TypeVar("T")
+S = TypeVar("S")
 
 _COLLECTIONS = "noa_retrieval_collection"
 _ALIASES = "noa_retrieval_alias"
@@ -49,6 +58,29 @@ class AliasChange(msgspec.Struct, frozen=True, kw_only=True):
     previous: str | None
 
 
+def guarded(
+    method: Callable[Concatenate[S, P], Awaitable[T]],
+) -> Callable[Concatenate[S, P], Awaitable[T]]:
+    """A database failure in ``method`` becomes a 503 naming the catalog and the likely
+    fix, instead of an error the client can do nothing with."""
+
+    @functools.wraps(method)
+    async def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except ApiError:
+            raise
+        except Exception as exc:
+            log.error("the retrieval catalog failed: %s: %s", type(exc).__name__, exc)
+            raise ServiceUnavailable(
+                f"the retrieval catalog in the storage slot failed ({type(exc).__name__}); "
+                "if its tables are missing, run `noa migrate apply`",
+                code="catalog_unavailable",
+            ) from exc
+
+    return run
+
+
 def _record(row: dict[str, object]) -> CollectionRecord:
     return CollectionRecord(
         name=str(row["name"]),
@@ -74,6 +106,7 @@ class Catalog:
 
     # -- collections ------------------------------------------------------------------------
 
+    @guarded
     async def add_collection(self, record: CollectionRecord, alias: str | None) -> None:
         """Record a new collection (and an alias to it); Conflict when the name, or the
         alias, is taken."""
@@ -105,6 +138,7 @@ class Catalog:
                     time.time(),
                 )
 
+    @guarded
     async def remove_collection(self, name: str) -> None:
         """Forget a collection and its documents; Conflict while an alias points to it."""
         async with self.storage.transaction() as tx:
@@ -119,14 +153,17 @@ class Catalog:
             await tx.execute(f"DELETE FROM {_DOCUMENTS} WHERE collection = $1", name)
             await tx.execute(f"DELETE FROM {_COLLECTIONS} WHERE name = $1", name)
 
+    @guarded
     async def collection(self, name: str) -> CollectionRecord | None:
         row = await self.storage.fetch_one(f"SELECT * FROM {_COLLECTIONS} WHERE name = $1", name)
         return None if row is None else _record(row)
 
+    @guarded
     async def collections(self) -> list[CollectionRecord]:
         rows = await self.storage.fetch(f"SELECT * FROM {_COLLECTIONS} ORDER BY name")
         return [_record(row) for row in rows]
 
+    @guarded
     async def resolve(self, name: str) -> tuple[CollectionRecord, str | None]:
         """The collection ``name`` means, and the alias it went through (None: it names
         the collection itself). One query; 404 when it means nothing."""
@@ -144,6 +181,7 @@ class Catalog:
 
     # -- aliases ----------------------------------------------------------------------------
 
+    @guarded
     async def set_alias(self, alias: str, collection: str) -> AliasChange:
         """Point ``alias`` at ``collection`` in one statement: every search after the
         commit goes to the new collection, none sees a mix."""
@@ -174,15 +212,18 @@ class Catalog:
         previous = None if before is None else str(before["collection"])
         return AliasChange(alias=alias, collection=collection, previous=previous)
 
+    @guarded
     async def remove_alias(self, alias: str) -> bool:
         return await self.storage.execute(f"DELETE FROM {_ALIASES} WHERE name = $1", alias) > 0
 
+    @guarded
     async def aliases(self) -> dict[str, str]:
         rows = await self.storage.fetch(f"SELECT name, collection FROM {_ALIASES} ORDER BY name")
         return {str(row["name"]): str(row["collection"]) for row in rows}
 
     # -- documents --------------------------------------------------------------------------
 
+    @guarded
     async def documents(self, collection: str, ids: list[str]) -> dict[str, DocumentRecord]:
         """What the collection holds of these documents (absent ids: nothing)."""
         found: dict[str, DocumentRecord] = {}
@@ -197,6 +238,7 @@ class Catalog:
                 found[doc_id] = DocumentRecord(chunks=int(row["chunks"]), digest=str(row["digest"]))
         return found
 
+    @guarded
     async def put_document(self, collection: str, doc_id: str, record: DocumentRecord) -> None:
         await self.storage.execute(
             f"INSERT INTO {_DOCUMENTS} (key, collection, chunks, digest, updated_at) "
@@ -209,6 +251,7 @@ class Catalog:
             time.time(),
         )
 
+    @guarded
     async def remove_document(self, collection: str, doc_id: str) -> None:
         await self.storage.execute(
             f"DELETE FROM {_DOCUMENTS} WHERE key = $1", f"{collection}/{doc_id}"

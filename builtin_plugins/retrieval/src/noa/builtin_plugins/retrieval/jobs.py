@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
+from noa.builtin_plugins.retrieval.catalog import guarded
 from noa.builtin_plugins.retrieval.service import Document, IngestFailure, Retrieval
 from noa.plugin_sdk.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
 from noa.plugin_sdk.ports.broker import BrokerPort, Message, Subscription
@@ -131,6 +132,7 @@ class IngestJobs:
 
     # -- submitting and reading -------------------------------------------------------------
 
+    @guarded
     async def submit(self, name: str, documents: Sequence[Document]) -> JobView:
         storage, _ = self._ready
         limit = self.service.config.max_job_documents
@@ -169,6 +171,7 @@ class IngestJobs:
             await self._queue(job_id, number)
         return await self.get(job_id)
 
+    @guarded
     async def get(self, job_id: str) -> JobView:
         storage, _ = self._ready
         row = await storage.fetch_one("SELECT * FROM noa_retrieval_job WHERE id = $1", job_id)
