@@ -100,6 +100,7 @@ def test_every_config_key_is_documented() -> None:
     from noa.builtin_plugins.observability.config import ObservabilityConfig
     from noa.builtin_plugins.retrieval.config import RetrievalConfig
     from noa.builtin_plugins.storage.config import StorageConfig
+    from noa.builtin_plugins.wasm.config import WasmConfig
     from noa.kernel.config._schema import PluginsSettings
     from noa.plugin_sdk.types import ServerSettings
 
@@ -116,6 +117,7 @@ def test_every_config_key_is_documented() -> None:
         ("auth", AuthConfig),
         ("retrieval", RetrievalConfig),
         ("fastembed", FastembedConfig),
+        ("wasm", WasmConfig),
     ):
         missing += [
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc
