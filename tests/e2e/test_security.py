@@ -41,6 +41,8 @@ def test_prod_profile_refuses_anonymous_calls(serve: Any) -> None:
             "NOA_STORAGE__POSTGRES_URL": "postgresql://127.0.0.1:5432/test",
             "NOA_STORAGE__MIGRATE_ON_START": "true",
             "NOA_CACHE__REDIS_PREFIX": f"noa-test-{uuid.uuid4().hex}:",
+            # No Qdrant server here: the prod profile's vectors on this PostgreSQL instead.
+            "NOA_DRIVERS__VECTORS": "pgvector",
         },
     )
     server.wait_ready(timeout=60)
