@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +15,7 @@ import pytest
 from noa.plugin_sdk.testing.harness import KernelUnderTest, boot
 
 OBJECT = {"type": "object"}
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _load_wat() -> ModuleType:
@@ -98,3 +101,27 @@ async def echo_server(
     write_plugin(plugin_root, "echo", wat.ECHO, entries={"run": {"input_schema": OBJECT}})
     async with serve() as noa:
         yield noa
+
+
+@pytest.fixture(scope="session")
+def textstats_dir() -> Path:
+    """The AssemblyScript example (examples/wasm-assemblyscript) as ``scripts/setup``
+    builds it: a plugin folder. Missing: skipped, or failed under ``CI=true``."""
+    configured = os.environ.get("NOA_TEST_WASM_EXAMPLES")
+    root = Path(configured) if configured else ROOT / ".noa" / "wasm-examples"
+    folder = root / "textstats"
+    if not (folder / "plugin.wasm").is_file():
+        message = (
+            f"the AssemblyScript example is not built at {folder}; run ./scripts/setup "
+            "(or examples/wasm-assemblyscript/build.sh; needs npm)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: a missing build is a failure)", pytrace=False)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture
+def textstats(textstats_dir: Path, plugin_root: Path) -> Path:
+    """The built AssemblyScript plugin, copied into the test's plugin folder."""
+    return Path(shutil.copytree(textstats_dir, plugin_root / "textstats"))
