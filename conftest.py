@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from noa.plugin_sdk.testing.requirements import missing
 
 REPO = Path(__file__).resolve().parent
 NOA = str(Path(sys.executable).with_name("noa"))
@@ -231,10 +232,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             reason = service_missing(*service_address(marker.name))
             if reason is None:
                 continue
-            message = f"{marker.name} service needed: {reason}"
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
-            pytest.skip(message)
+            missing(f"{marker.name} service needed: {reason}", what="service")
 
 
 # -- private service instances ----------------------------------------------------------
@@ -276,10 +274,7 @@ def _private(
         (b for b in (shutil.which(n) or n for n in binary_names) if Path(b).exists()), None
     )
     if binary is None:
-        message = f"{binary_names[0]} is not installed"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
-        pytest.skip(message)
+        missing(f"{binary_names[0]} is not installed", what="service")
     server = PrivateServer(binary, scheme, args)
     server.start()
     try:
