@@ -98,6 +98,7 @@ def test_every_config_key_is_documented() -> None:
     from noa.builtin_plugins.http.config import HttpConfig
     from noa.builtin_plugins.inference.config import InferenceConfig
     from noa.builtin_plugins.observability.config import ObservabilityConfig
+    from noa.builtin_plugins.orchestration.config import OrchestrationConfig
     from noa.builtin_plugins.retrieval.config import RetrievalConfig
     from noa.builtin_plugins.storage.config import StorageConfig
     from noa.builtin_plugins.wasm.config import WasmConfig
@@ -116,6 +117,7 @@ def test_every_config_key_is_documented() -> None:
         ("inference", InferenceConfig),
         ("auth", AuthConfig),
         ("retrieval", RetrievalConfig),
+        ("orchestration", OrchestrationConfig),
         ("fastembed", FastembedConfig),
         ("wasm", WasmConfig),
     ):

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from noa.plugin_sdk import Registry, hookspec
+from noa.plugin_sdk import Host, Registry, hookspec
+from noa.plugin_sdk.tasks import TaskType
 
 
 @hookspec
-def noa_register_task_types(task_types: Registry[Any]) -> None:
-    """Contribute task types: ``task_types.add("embed", task_type)``.
+def noa_register_task_types(task_types: Registry[TaskType], host: Host) -> None:
+    """Contribute task types: ``task_types.add("embed", TaskType(handler, ...))``.
 
-    A task type names its input and output schemas, its handler and its default
-    timeout and retries; the orchestration plugin defines that interface. Called once
-    per worker at assembly. Returns nothing.
+    A :class:`~noa.plugin_sdk.tasks.TaskType` holds the handler, how its input is
+    validated, and its default timeout and retries. ``host`` gives the plugin's config
+    and shared state (an implementation may leave it out). Called by the orchestration
+    plugin once per worker at startup. Returns nothing.
     """

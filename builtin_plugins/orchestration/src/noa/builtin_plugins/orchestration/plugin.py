@@ -1,0 +1,105 @@
+"""Hook implementations of the orchestration plugin.
+
+It keeps tasks in the storage slot (its migration runs with the others), runs a worker
+in every process that consumes the broker's work queue, and serves ``/v1/tasks``. Task
+types come from every plugin's ``noa_register_task_types``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from noa.builtin_plugins.orchestration.config import OrchestrationConfig
+from noa.plugin_sdk import (
+    Host,
+    PluginConfig,
+    PluginInfo,
+    PluginStartError,
+    Registry,
+    RouteGroup,
+    hookimpl,
+)
+from noa.plugin_sdk.metrics import metrics_of
+from noa.plugin_sdk.ports.broker import BROKER_STATE_KEY
+from noa.plugin_sdk.ports.storage import STORAGE_STATE_KEY
+from noa.plugin_sdk.tasks import TaskType
+
+PLUGIN_INFO = PluginInfo(
+    description="Orchestration: durable tasks with retries, dead letters and backpressure",
+    after=("storage", "broker", "observability"),
+)
+
+_TASKS_KEY = "noa.orchestration.tasks"
+_WORKER_KEY = "noa.orchestration.worker"
+
+
+@hookimpl
+def noa_register_config_sections(sections: Registry[type[PluginConfig]]) -> None:
+    sections.add("orchestration", OrchestrationConfig)
+
+
+@hookimpl
+def noa_register_migrations(migrations: Registry[str]) -> None:
+    migrations.add("orchestration", "noa.builtin_plugins.orchestration.piccolo_app")
+
+
+@hookimpl
+def noa_configure(host: Host) -> None:
+    from noa.builtin_plugins.orchestration.service import Tasks
+
+    config = host.section("orchestration", OrchestrationConfig)
+    if config.lease_s <= 2 * config.poll_interval_s:
+        raise PluginStartError(
+            "orchestration",
+            f"orchestration.lease_s ({config.lease_s:g}) must be more than twice "
+            f"orchestration.poll_interval_s ({config.poll_interval_s:g}): leases are renewed "
+            "once a poll",
+        )
+    host.state[_TASKS_KEY] = Tasks(config)
+
+
+@hookimpl
+def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
+    from noa.builtin_plugins.orchestration.api import task_handlers
+
+    handlers = task_handlers(host.state[_TASKS_KEY])
+    routes.add(
+        "orchestration", RouteGroup(handlers=tuple(handlers), tags=("tasks",), scope="tasks:admin")
+    )
+
+
+@hookimpl
+async def noa_startup(host: Host) -> None:
+    from noa.builtin_plugins.orchestration.store import TaskStore
+    from noa.builtin_plugins.orchestration.worker import Worker
+
+    storage = host.state.get(STORAGE_STATE_KEY)
+    broker = host.state.get(BROKER_STATE_KEY)
+    if storage is None or broker is None:
+        missing = [name for name, got in (("storage", storage), ("broker", broker)) if got is None]
+        raise PluginStartError(
+            "orchestration", f"tasks need the {' and '.join(missing)} plugin(s): enable them"
+        )
+    registry = host.collect("noa_register_task_types", Registry[Any]("task type"))
+    task_types: dict[str, TaskType] = {}
+    for contribution in registry.contributions():
+        if not isinstance(contribution.item, TaskType):
+            raise PluginStartError(
+                contribution.plugin,
+                f"task type {contribution.name!r} is a {type(contribution.item).__name__}, "
+                "not a noa.plugin_sdk.tasks.TaskType",
+            )
+        task_types[contribution.name] = contribution.item
+    config = host.section("orchestration", OrchestrationConfig)
+    store = TaskStore(storage)
+    worker = Worker(config, store, broker, task_types, metrics_of(host.state))
+    await worker.start()
+    host.state[_WORKER_KEY] = worker
+    host.state[_TASKS_KEY].start(store, worker)
+
+
+@hookimpl
+async def noa_shutdown(host: Host) -> None:
+    worker = host.state.pop(_WORKER_KEY, None)
+    if worker is not None:
+        await worker.close()
