@@ -6,11 +6,12 @@ command) for NOA and its equivalent against extism's kernel ABI (``EXTISM_ECHO``
 is the median of ``--rounds`` runs of ``--calls`` sequential calls, in µs per call and
 calls/s. Scenarios:
 
-* ``noa cold``: compile + instantiate + run, empty compiled-module cache.
+* ``noa cold``: compile + link + instantiate + run, empty compiled-module cache.
 * ``noa cold (signed cache)``: read the cache file, check its HMAC, deserialize,
-  instantiate + run (what a restart costs per module).
+  link, instantiate + run (what a restart costs per module).
 * ``noa warm``: ``WasmHost.invoke_sync``, the Python API of other plugins: schema check,
-  JSON encode, a fresh store + instance per call, JSON decode and check.
+  JSON encode, a fresh store + instance per call (of the plugin's ``InstancePre``),
+  JSON decode and check.
 * ``noa warm (sandbox only)``: ``Sandbox.run`` alone, no JSON or schema work.
 * ``noa warm http``: ``POST /v1/plugins/echo/invoke`` through the test harness (the full
   ASGI app in process, httpx client, no socket).
@@ -131,17 +132,18 @@ def run(args: argparse.Namespace, work: Path, extism: ModuleType | None) -> None
     def noa_cold() -> None:
         shutil.rmtree(cold_dir, ignore_errors=True)
         module = ModuleCache(host.sandbox.engine, cold_dir, b"k" * 32).module(echo_wasm)
-        assert host.sandbox.run(module, "_start", loaded.grants, stdin).stdout == stdin
+        prepared = host.sandbox.prepare(module, loaded.grants)
+        assert host.sandbox.run(prepared, "_start", loaded.grants, stdin).stdout == stdin
 
     def noa_cold_signed() -> None:
-        module = signed.module(echo_wasm)
-        assert host.sandbox.run(module, "_start", loaded.grants, stdin).stdout == stdin
+        prepared = host.sandbox.prepare(signed.module(echo_wasm), loaded.grants)
+        assert host.sandbox.run(prepared, "_start", loaded.grants, stdin).stdout == stdin
 
     def noa_warm() -> None:
         host.invoke_sync("echo", "run", PAYLOAD)
 
     def noa_sandbox() -> None:
-        host.sandbox.run(loaded.module, "_start", loaded.grants, stdin)
+        host.sandbox.run(loaded.prepared, "_start", loaded.grants, stdin)
 
     scenarios: dict[str, tuple[int, Callable[[], float]]] = {
         "noa cold": (args.cold_calls, lambda: timed(args.cold_calls, noa_cold)),

@@ -1,4 +1,5 @@
-"""The wasmtime sandbox: one engine, and one fresh store and instance per call.
+"""The wasmtime sandbox: one engine, linkers shared by every call, and one fresh store
+and instance per call.
 
 Engine settings: fuel metering and epoch interruption on (an epoch ticker thread makes
 wall-clock deadlines), a small virtual memory reservation per linear memory (so
@@ -8,28 +9,43 @@ A call is a WASI command run: JSON input on stdin, stdout captured up to the out
 limit, stderr's tail kept for the error message, argv = [plugin name], no environment
 but the granted names, no pre-opened folder but the granted ones (read-only unless the
 manifest says otherwise), and ENOSYS for the clocks and randomness unless granted.
+
+Where the per-call time goes, and why the code looks the way it does:
+
+- A plugin is linked once (:meth:`Sandbox.prepare`, an ``InstancePre``); a call only
+  makes a store, a ``WasiConfig`` and the instance.
+- stdin is handed to WASI as bytes (``wasi_config_set_stdin_bytes``, part of
+  wasmtime's C API that wasmtime-py binds but does not wrap): no temporary file.
+- stdout and stderr (fds 1 and 2) are served by our own ``fd_write``, which copies
+  the guest's buffers into the call's bytearrays on the calling thread (wasmtime's
+  custom output streams call Python from a tokio worker thread instead: a thread hop
+  per write, ~170 µs a call). A WASI function called from the host has no caller
+  instance, so this ``fd_write`` can't pass other fds on to WASI's: it answers EBADF
+  for them, which is what WASI answers too unless a folder is writable. A plugin
+  granted a writable folder keeps WASI's ``fd_write`` and the custom streams.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
-import os
-import shutil
-import tempfile
+import struct
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import wasmtime
 from noa.builtin_plugins.wasm.config import WasmConfig
+from wasmtime import _ffi as wasmtime_c  # the C API's bindings (stdin as bytes)
 
 __all__ = ["Grants", "Outcome", "Sandbox"]
 
 _WASI = "wasi_snapshot_preview1"
-_ENOSYS = 52  # WASI errno
+# WASI preview 1 errno values.
+_EBADF, _EFAULT, _EFBIG, _EINVAL, _ENOSYS = 8, 21, 22, 28, 52
+_IOV_MAX = 1024
 _I32 = wasmtime.ValType.i32()
 _I64 = wasmtime.ValType.i64()
+_FD_WRITE = ([_I32, _I32, _I32, _I32], [_I32])
 # WASI preview 1 functions denied unless granted, with their signatures.
 _CLOCK = {
     "clock_time_get": ([_I32, _I64, _I32], [_I32]),
@@ -60,6 +76,11 @@ class Grants:
     timeout_ms: int
     max_output_bytes: int
 
+    @property
+    def writable(self) -> bool:
+        """Whether a pre-opened folder is writable (WASI then serves every fd_write)."""
+        return any(not read_only for _, _, read_only in self.dirs)
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -74,11 +95,41 @@ class Outcome:
     memory_bytes: int | None = None
 
 
-def _denied(results: int) -> Callable[..., int]:
-    def deny(*_args: object) -> int:
-        return _ENOSYS
+@dataclass(slots=True)
+class _Streams:
+    """stdout and stderr of the call running on one thread."""
 
-    return deny
+    max_output: int
+    max_stderr: int
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    overflow: bool = False
+
+    # The custom output streams of WASI (plugins granted a writable folder).
+    def write_stdout(self, data: bytes) -> int:
+        if len(self.stdout) + len(data) > self.max_output:
+            self.overflow = True
+            return -errno.EFBIG
+        self.stdout.extend(data)
+        return len(data)
+
+    def write_stderr(self, data: bytes) -> int:
+        self.stderr.extend(data)
+        if len(self.stderr) > self.max_stderr:
+            del self.stderr[: len(self.stderr) - self.max_stderr]
+        return len(data)
+
+
+def _deny(*_args: object) -> int:
+    return _ENOSYS
+
+
+def _stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
+    """Make ``data`` the guest's stdin (the config takes the vector's ownership)."""
+    vec = wasmtime_c.wasm_byte_vec_t()
+    buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+    wasmtime_c.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
+    wasmtime_c.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))
 
 
 class Sandbox:
@@ -98,16 +149,14 @@ class Sandbox:
         self._tick_s = config.epoch_tick_ms / 1000
         self._tick_ms = config.epoch_tick_ms
         self._max_stderr = config.max_stderr_bytes
-        self._linkers = threading.local()
+        # The streams of the call each thread is running (read by _fd_write).
+        self._running = threading.local()
+        self._linkers: dict[tuple[bool, bool, bool], wasmtime.Linker] = {}
+        self._linkers_lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        # Where each call's stdin is written (WASI reads stdin from a file): made at
-        # start, removed at close.
-        self._tmp: str | None = None
 
     def start(self) -> None:
-        if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="noa-wasm-")
         if self._ticker is None:
             self._ticker = threading.Thread(target=self._tick, name="noa-wasm-epoch", daemon=True)
             self._ticker.start()
@@ -117,40 +166,44 @@ class Sandbox:
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
 
     def _tick(self) -> None:
         while not self._stop.wait(self._tick_s):
             self.engine.increment_epoch()
 
-    def _linker(self, clock: bool, random: bool) -> wasmtime.Linker:
-        # One linker per thread and grant set: Linker objects are not shared across
-        # threads, and defining WASI for each call would cost more than the call.
-        cache: dict[tuple[bool, bool], wasmtime.Linker] | None = getattr(
-            self._linkers, "by_grants", None
-        )
-        if cache is None:
-            cache = self._linkers.by_grants = {}
-        linker = cache.get((clock, random))
-        if linker is None:
-            linker = wasmtime.Linker(self.engine)
-            linker.define_wasi()
-            linker.allow_shadowing = True
-            denied = dict(_SOCKETS)
-            if not clock:
-                denied.update(_CLOCK)
-            if not random:
-                denied.update(_RANDOM)
-            for name, (params, results) in denied.items():
-                kind = wasmtime.FuncType(params, results)
-                linker.define_func(_WASI, name, kind, _denied(len(results)))
-            cache[(clock, random)] = linker
-        return linker
+    def _linker(self, clock: bool, random: bool, own_stdio: bool) -> wasmtime.Linker:
+        """The linker of one grant set: WASI, our fd_write unless a folder is writable,
+        ENOSYS for what is denied."""
+        key = (clock, random, own_stdio)
+        with self._linkers_lock:
+            linker = self._linkers.get(key)
+            if linker is None:
+                linker = wasmtime.Linker(self.engine)
+                linker.define_wasi()
+                linker.allow_shadowing = True
+                if own_stdio:
+                    kind = wasmtime.FuncType(*_FD_WRITE)
+                    linker.define_func(_WASI, "fd_write", kind, self._fd_write, access_caller=True)
+                denied = dict(_SOCKETS)
+                if not clock:
+                    denied.update(_CLOCK)
+                if not random:
+                    denied.update(_RANDOM)
+                for name, (params, results) in denied.items():
+                    linker.define_func(_WASI, name, wasmtime.FuncType(params, results), _deny)
+                self._linkers[key] = linker
+            return linker
 
-    def run(self, module: wasmtime.Module, export: str, grants: Grants, stdin: bytes) -> Outcome:
-        """Run ``export`` of a fresh instance of ``module``; never raises for what the
+    def prepare(self, module: wasmtime.Module, grants: Grants) -> wasmtime.InstancePre:
+        """``module`` linked against what ``grants`` allow, ready to instantiate per call.
+        Raises wasmtime.WasmtimeError when an import can't be satisfied."""
+        linker = self._linker(grants.clock, grants.random, own_stdio=not grants.writable)
+        return linker.instantiate_pre(module)
+
+    def run(
+        self, prepared: wasmtime.InstancePre, export: str, grants: Grants, stdin: bytes
+    ) -> Outcome:
+        """Run ``export`` of a fresh instance of ``prepared``; never raises for what the
         module does (traps, exits, limits are in the Outcome)."""
         store = wasmtime.Store(self.engine)
         store.set_limits(
@@ -158,58 +211,79 @@ class Sandbox:
         )
         store.set_fuel(grants.fuel)
         store.set_epoch_deadline(max(1, -(-grants.timeout_ms // self._tick_ms)))
-        stdout = bytearray()
-        stderr = bytearray()
-        overflow = False
-
-        def write_stdout(data: bytes) -> int:
-            nonlocal overflow
-            if len(stdout) + len(data) > grants.max_output_bytes:
-                overflow = True
-                return -errno.EFBIG
-            stdout.extend(data)
-            return len(data)
-
-        def write_stderr(data: bytes) -> int:
-            stderr.extend(data)
-            if len(stderr) > self._max_stderr:
-                del stderr[: len(stderr) - self._max_stderr]
-            return len(data)
-
-        if self._tmp is None:
-            raise RuntimeError("the WASM sandbox is not started")
-        fd, stdin_path = tempfile.mkstemp(dir=self._tmp)
-        try:
-            with os.fdopen(fd, "wb") as feed:
-                feed.write(stdin)
-            wasi = wasmtime.WasiConfig()
-            wasi.argv = [grants.argv0]
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [grants.argv0]
+        if grants.env:
             wasi.env = [list(pair) for pair in grants.env]
-            wasi.stdin_file = stdin_path
-            wasi.stdout_custom = write_stdout
-            wasi.stderr_custom = write_stderr
-            for host, guest, read_only in grants.dirs:
-                wasi.preopen_dir(host, guest, fs_mutable=not read_only)
-            store.set_wasi(wasi)
-            outcome = Outcome(stdout=b"", stderr=b"", output_overflow=False)
-            instance = None
-            try:
-                instance = self._linker(grants.clock, grants.random).instantiate(store, module)
-                entry = instance.exports(store)[export]
-                assert isinstance(entry, wasmtime.Func)
-                entry(store)
-                outcome.exit_code = 0
-            except wasmtime.ExitTrap as exc:
-                outcome.exit_code = exc.code
-            except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-                outcome.trap = exc
-            if instance is not None:
-                memory = instance.exports(store).get("memory")
-                if isinstance(memory, wasmtime.Memory):
-                    outcome.memory_bytes = memory.data_len(store)
+        _stdin_bytes(wasi, stdin)
+        for host, guest, read_only in grants.dirs:
+            wasi.preopen_dir(host, guest, fs_mutable=not read_only)
+        streams = _Streams(max_output=grants.max_output_bytes, max_stderr=self._max_stderr)
+        if grants.writable:
+            wasi.stdout_custom = streams.write_stdout
+            wasi.stderr_custom = streams.write_stderr
+        store.set_wasi(wasi)
+        outcome = Outcome(stdout=b"", stderr=b"", output_overflow=False)
+        instance = None
+        self._running.streams = streams
+        try:
+            instance = prepared.instantiate(store)
+            entry = instance.exports(store)[export]
+            assert isinstance(entry, wasmtime.Func)
+            entry(store)
+            outcome.exit_code = 0
+        except wasmtime.ExitTrap as exc:
+            outcome.exit_code = exc.code
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            outcome.trap = exc
         finally:
-            Path(stdin_path).unlink(missing_ok=True)
-        outcome.stdout = bytes(stdout)
-        outcome.stderr = bytes(stderr)
-        outcome.output_overflow = overflow
+            self._running.streams = None
+        if instance is not None:
+            memory = instance.exports(store).get("memory")
+            if isinstance(memory, wasmtime.Memory):
+                outcome.memory_bytes = memory.data_len(store)
+        outcome.stdout = bytes(streams.stdout)
+        outcome.stderr = bytes(streams.stderr)
+        outcome.output_overflow = streams.overflow
         return outcome
+
+    def _fd_write(
+        self, caller: wasmtime.Caller, fd: int, iovs: int, count: int, written: int
+    ) -> int:
+        """WASI ``fd_write`` for plugins with no writable folder: fds 1 and 2 into the
+        running call's streams, EBADF for any other. Never raises: a Python exception
+        here would become a trap whose cause wasmtime-py keeps in a process-wide
+        variable, where another thread's call could pick it up."""
+        streams: _Streams | None = getattr(self._running, "streams", None)
+        if fd not in (1, 2) or streams is None:
+            return _EBADF
+        # i32 arguments arrive signed; guest addresses and counts are unsigned.
+        iovs, count, written = iovs & 0xFFFFFFFF, count & 0xFFFFFFFF, written & 0xFFFFFFFF
+        memory = caller.get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            return _EFAULT
+        if count > _IOV_MAX:
+            return _EINVAL
+        size = memory.data_len(caller)
+        if iovs + 8 * count > size or written + 4 > size:
+            return _EFAULT
+        base = ctypes.addressof(memory.data_ptr(caller).contents)
+        buffers = list(struct.iter_unpack("<II", ctypes.string_at(base + iovs, 8 * count)))
+        total = 0
+        for pointer, length in buffers:
+            if pointer + length > size:
+                return _EFAULT
+            total += length
+        if fd == 1:
+            if len(streams.stdout) + total > streams.max_output:
+                streams.overflow = True
+                return _EFBIG
+            out = streams.stdout
+        else:
+            out = streams.stderr
+        for pointer, length in buffers:
+            out.extend(ctypes.string_at(base + pointer, length))
+        if fd == 2 and len(out) > streams.max_stderr:
+            del out[: len(out) - streams.max_stderr]
+        struct.pack_into("<I", (ctypes.c_char * 4).from_address(base + written), 0, total)
+        return 0

@@ -1,4 +1,5 @@
-"""The WASM host: loads plugins from their folder, keeps them, and runs their calls.
+"""The WASM host: loads plugins (from ``plugin_dir`` and the ``noa.wasm_plugins`` entry
+points), keeps them, and runs their calls.
 
 Other plugins reach it as ``host.state["noa.wasm"]`` (:data:`WASM_STATE_KEY`) and call
 ``await wasm.invoke(name, entry, input)``; :meth:`WasmHost.invoke_sync` does the same
@@ -21,6 +22,7 @@ import msgspec
 import wasmtime
 from noa.builtin_plugins.wasm.cache import ModuleCache
 from noa.builtin_plugins.wasm.config import WasmConfig
+from noa.builtin_plugins.wasm.discovery import plugin_folders
 from noa.builtin_plugins.wasm.errors import WasmCallError, WasmLoadError, WasmTimeout
 from noa.builtin_plugins.wasm.manifest import Manifest, load_manifest
 from noa.builtin_plugins.wasm.sandbox import Grants, Outcome, Sandbox
@@ -47,6 +49,8 @@ class PluginView(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     folder: str
+    # "plugin_dir", or "entry point NAME of DIST" (group noa.wasm_plugins).
+    source: str
     state: str  # "loaded" or "failed"
     version: str | None = None
     description: str | None = None
@@ -61,6 +65,9 @@ class LoadedPlugin:
     module: wasmtime.Module
     grants: Grants
     folder: Path
+    source: str
+    # The module linked against its grants: what each call instantiates.
+    prepared: wasmtime.InstancePre
 
 
 @dataclass(slots=True)
@@ -107,20 +114,19 @@ class WasmHost:
     def reload_sync(self) -> list[PluginView]:
         with self._reload_lock:
             catalog = _Catalog()
-            folders = (
-                sorted(p for p in self.plugin_dir.iterdir() if p.is_dir())
-                if (self.plugin_dir.is_dir())
-                else []
-            )
-            for folder in folders:
+            for found in plugin_folders(self.plugin_dir):
                 try:
-                    plugin = self._load(folder)
+                    if found.error is not None:
+                        raise found.error
+                    assert found.folder is not None
+                    plugin = self._load(found.folder, found.source)
                 except WasmLoadError as exc:
-                    log.warning("wasm plugin in %s not loaded: %s", folder, exc)
+                    log.warning("wasm plugin %s (%s) not loaded: %s", found.name, found.source, exc)
                     catalog.rows.append(
                         PluginView(
-                            name=folder.name,
-                            folder=str(folder),
+                            name=found.name,
+                            folder=str(found.folder or ""),
+                            source=found.source,
                             state="failed",
                             error_code=exc.code,
                             error=exc.message,
@@ -129,13 +135,15 @@ class WasmHost:
                     continue
                 name = plugin.manifest.name
                 if name in catalog.plugins:
+                    first = catalog.plugins[name]
                     catalog.rows.append(
                         PluginView(
                             name=name,
-                            folder=str(folder),
+                            folder=str(plugin.folder),
+                            source=plugin.source,
                             state="failed",
                             error_code="wasm_duplicate_name",
-                            error=f"{catalog.plugins[name].folder} already declares {name!r}",
+                            error=f"{first.folder} ({first.source}) already declares {name!r}",
                         )
                     )
                     continue
@@ -144,7 +152,7 @@ class WasmHost:
             self._catalog = catalog
             return list(catalog.rows)
 
-    def _load(self, folder: Path) -> LoadedPlugin:
+    def _load(self, folder: Path, source: str) -> LoadedPlugin:
         manifest, module_path = load_manifest(folder)
         try:
             raw = module_path.read_bytes()
@@ -189,7 +197,18 @@ class WasmHost:
             timeout_ms=limits.timeout_ms,
             max_output_bytes=limits.max_output_bytes,
         )
-        return LoadedPlugin(manifest=manifest, module=module, grants=grants, folder=folder)
+        try:
+            prepared = self.sandbox.prepare(module, grants)
+        except wasmtime.WasmtimeError as exc:  # e.g. a WASI function with the wrong type
+            raise WasmLoadError("wasm_import_denied", f"{module_path}: {exc}") from exc
+        return LoadedPlugin(
+            manifest=manifest,
+            module=module,
+            grants=grants,
+            folder=folder,
+            source=source,
+            prepared=prepared,
+        )
 
     # -- listing and calls -----------------------------------------------------------
 
@@ -228,7 +247,7 @@ class WasmHost:
                 code="wasm_input_too_large",
                 param="input",
             )
-        outcome = self.sandbox.run(plugin.module, spec.export, plugin.grants, stdin)
+        outcome = self.sandbox.run(plugin.prepared, spec.export, plugin.grants, stdin)
         output = _result(f"{name}.{entry}", plugin.grants, outcome)
         problem = validate(output, spec.output_schema)
         if problem:
@@ -244,6 +263,7 @@ def _view(plugin: LoadedPlugin) -> PluginView:
     return PluginView(
         name=manifest.name,
         folder=str(plugin.folder),
+        source=plugin.source,
         state="loaded",
         version=manifest.version,
         description=manifest.description,
