@@ -87,6 +87,34 @@ def noa_register_embedders(embedders: Registry[Any], host: Host) -> None:
 
 
 @hookimpl
+def noa_register_task_types(task_types: Registry[Any], host: Host) -> None:
+    import msgspec
+    from noa.plugin_sdk.errors import ApiError
+    from noa.plugin_sdk.tasks import TaskContext, TaskFailed, TaskType
+
+    class EmbedTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+        input: list[str]
+        model: str | None = None
+
+    runtime = _runtime(host)
+
+    async def embed(ctx: TaskContext, job: EmbedTask) -> dict[str, Any]:
+        try:
+            served = runtime.get(job.model) if job.model else runtime.default()
+            result = await served.embed(job.input, truncate=True)
+        except ApiError as exc:
+            # A model still loading (503) may be there at the next attempt.
+            retry = exc.status_code >= 500
+            raise TaskFailed(exc.message, code=exc.code or "embed_failed", retry=retry) from None
+        return {"model": served.name, "embeddings": result.vectors.tolist()}
+
+    task_types.add(
+        "embed",
+        TaskType(embed, input_type=EmbedTask, description="texts to vectors (as /v1/embed)"),
+    )
+
+
+@hookimpl
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.inference.api_kserve import kserve_error_body, kserve_router
     from noa.builtin_plugins.inference.api_native import admin_handlers, native_handlers

@@ -39,6 +39,11 @@ class OrchestrationConfig(PluginConfig, frozen=True):
     # At shutdown, time running tasks get to finish before they are interrupted and
     # given back to the queue.
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # Steps one workflow may have.
+    max_workflow_steps: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    # The longest POST /v1/workflow may wait for its workflow to end (its timeout_s
+    # query parameter, 60 s by default, is capped to this).
+    max_wait_s: Positive = 600.0
     # The broker work queue carrying task ids to workers.
     queue: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = (
         "orchestration.tasks"

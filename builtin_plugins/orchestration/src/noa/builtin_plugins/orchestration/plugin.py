@@ -31,6 +31,7 @@ PLUGIN_INFO = PluginInfo(
 
 _TASKS_KEY = "noa.orchestration.tasks"
 _WORKER_KEY = "noa.orchestration.worker"
+_WORKFLOWS_KEY = "noa.orchestration.workflows"
 
 
 @hookimpl
@@ -46,6 +47,7 @@ def noa_register_migrations(migrations: Registry[str]) -> None:
 @hookimpl
 def noa_configure(host: Host) -> None:
     from noa.builtin_plugins.orchestration.service import Tasks
+    from noa.builtin_plugins.orchestration.workflows import Workflows
 
     config = host.section("orchestration", OrchestrationConfig)
     if config.lease_s <= 2 * config.poll_interval_s:
@@ -56,15 +58,21 @@ def noa_configure(host: Host) -> None:
             "once a poll",
         )
     host.state[_TASKS_KEY] = Tasks(config)
+    host.state[_WORKFLOWS_KEY] = Workflows(config)
 
 
 @hookimpl
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.orchestration.api import task_handlers
+    from noa.builtin_plugins.orchestration.workflow_api import workflow_handlers
 
     handlers = task_handlers(host.state[_TASKS_KEY])
     routes.add(
         "orchestration", RouteGroup(handlers=tuple(handlers), tags=("tasks",), scope="tasks:admin")
+    )
+    flows = workflow_handlers(host.state[_WORKFLOWS_KEY])
+    routes.add(
+        "workflows", RouteGroup(handlers=tuple(flows), tags=("workflows",), scope="tasks:admin")
     )
 
 
@@ -72,6 +80,7 @@ def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
 async def noa_startup(host: Host) -> None:
     from noa.builtin_plugins.orchestration.store import TaskStore
     from noa.builtin_plugins.orchestration.worker import Worker
+    from noa.builtin_plugins.orchestration.workflow_store import WorkflowStore
 
     storage = host.state.get(STORAGE_STATE_KEY)
     broker = host.state.get(BROKER_STATE_KEY)
@@ -93,6 +102,8 @@ async def noa_startup(host: Host) -> None:
     config = host.section("orchestration", OrchestrationConfig)
     store = TaskStore(storage)
     worker = Worker(config, store, broker, task_types, metrics_of(host.state))
+    # Before the worker starts: its first poll catches up with running workflows.
+    host.state[_WORKFLOWS_KEY].start(store, WorkflowStore(storage), worker)
     await worker.start()
     host.state[_WORKER_KEY] = worker
     host.state[_TASKS_KEY].start(store, worker)

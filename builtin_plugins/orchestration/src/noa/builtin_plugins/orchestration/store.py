@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from noa.builtin_plugins.orchestration.values import TaskError, TaskView
 from noa.plugin_sdk.errors import Conflict
-from noa.plugin_sdk.ports.storage import StoragePort
+from noa.plugin_sdk.ports.storage import SqlRunner, StoragePort
 
 __all__ = ["TABLE", "TaskStore"]
 
@@ -74,16 +74,21 @@ class TaskStore:
         idempotent: bool,
         idempotency_key: str | None,
         dispatched_at: float,
+        workflow_id: str = "",
+        step_id: str = "",
+        runner: SqlRunner | None = None,
     ) -> bool:
-        """Store a new queued task; ``False`` when its idempotency key is taken."""
+        """Store a new queued task; ``False`` when its idempotency key is taken.
+        ``runner``: an open transaction to store it in (a workflow starting a step)."""
         now = time.time()
         try:
-            await self.db.execute(
+            await (runner or self.db).execute(
                 f"INSERT INTO {TABLE} (id, type, state, priority, input, output, error, "
                 "attempts, max_retries, timeout_s, idempotent, run_at, idempotency_key, "
                 "worker, lease_until, dispatched_at, progress, progress_message, created_at, "
-                "updated_at, started_at, finished_at) VALUES ($1, $2, 'queued', $3, $4, '', '', "
-                "0, $5, $6, $7, $8, $9, '', 0, $10, 0, '', $11, $11, 0, 0)",
+                "updated_at, started_at, finished_at, workflow_id, step_id) VALUES ($1, $2, "
+                "'queued', $3, $4, '', '', 0, $5, $6, $7, $8, $9, '', 0, $10, 0, '', $11, $11, "
+                "0, 0, $12, $13)",
                 task_id,
                 type,
                 priority,
@@ -95,6 +100,8 @@ class TaskStore:
                 idempotency_key,
                 dispatched_at,
                 now,
+                workflow_id,
+                step_id,
             )
         except Conflict:
             if idempotency_key is None:
@@ -124,11 +131,11 @@ class TaskStore:
 
     # -- clients changing a task --------------------------------------------------------
 
-    async def cancel(self, task_id: str) -> bool:
+    async def cancel(self, task_id: str, runner: SqlRunner | None = None) -> bool:
         """Queued or running -> cancelled. The worker of a running one sees it at its
         next poll (or at once in this process) and stops the handler."""
         now = time.time()
-        changed = await self.db.execute(
+        changed = await (runner or self.db).execute(
             f"UPDATE {TABLE} SET state = 'cancelled', finished_at = $2, updated_at = $2 "
             "WHERE id = $1 AND state IN ('queued', 'running')",
             task_id,

@@ -1,4 +1,4 @@
-"""The values of the task API: a submission, a task as clients see it, a failure."""
+"""The values of the task and workflow APIs: submissions, what clients see, failures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-__all__ = ["STATES", "NewTask", "State", "TaskError", "TaskList", "TaskView"]
+__all__ = [
+    "STATES",
+    "NewStep",
+    "NewTask",
+    "NewWorkflow",
+    "State",
+    "StepView",
+    "TaskError",
+    "TaskList",
+    "TaskView",
+    "WorkflowView",
+]
 
 State = Literal["queued", "running", "succeeded", "cancelled", "dead"]
 STATES: tuple[str, ...] = ("queued", "running", "succeeded", "cancelled", "dead")
@@ -67,3 +78,59 @@ class TaskView(msgspec.Struct, kw_only=True):
 
 class TaskList(msgspec.Struct, kw_only=True):
     tasks: list[TaskView]
+
+
+# -- workflows ---------------------------------------------------------------------------
+
+StepId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+WorkflowState = Literal["running", "succeeded", "failed", "cancelled"]
+FailurePolicy = Literal["fail_fast", "continue"]
+
+
+class NewStep(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One step: a task of ``type`` run once every step in ``depends_on`` succeeded.
+    ``input`` may hold references to those steps' outputs (``{"$ref": "a.output.x"}``)."""
+
+    id: StepId
+    type: TypeName
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+    depends_on: list[StepId] = msgspec.field(default_factory=list)
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+
+
+class NewWorkflow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    steps: Annotated[list[NewStep], msgspec.Meta(min_length=1)]
+    # fail_fast: a failed step cancels the rest and fails the workflow. continue: the
+    # steps that don't depend on it go on; its dependents are skipped.
+    failure_policy: FailurePolicy = "fail_fast"
+    # Steps running (their tasks queued or running) at the same time, at most.
+    max_parallel: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
+
+
+class StepView(msgspec.Struct, kw_only=True):
+    id: str
+    type: str
+    state: StepState
+    depends_on: list[str]
+    # The step's task (``/v1/tasks/{task_id}``) once it was started.
+    task_id: str | None = None
+    # The input as the task got it (references resolved) once started, else as submitted.
+    input: Any = None
+    output: Any = None
+    error: TaskError | None = None
+    attempts: int = 0
+
+
+class WorkflowView(msgspec.Struct, kw_only=True):
+    id: str
+    # succeeded: every step succeeded; failed: a step failed (fail_fast) or a step did
+    # not succeed (continue, once every step ended); cancelled: by a client.
+    state: WorkflowState
+    failure_policy: FailurePolicy
+    max_parallel: int
+    steps: list[StepView]
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None

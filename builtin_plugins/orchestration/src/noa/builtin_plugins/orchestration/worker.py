@@ -22,6 +22,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -98,6 +99,10 @@ class Worker:
         self._loop: asyncio.Task[None] | None = None
         self._closing = False
         self._wake = asyncio.Event()
+        # Set by the workflows: called with a workflow id when one of its tasks ended
+        # here, and on every scheduler poll (``True`` the first time, at start).
+        self.on_finished: Callable[[str], Awaitable[None]] | None = None
+        self.on_tick: Callable[[bool], Awaitable[None]] | None = None
         self._depth = metrics.gauge(
             "orchestration_queue_depth",
             "Queued tasks in the database (each live worker reports the same count: use max)",
@@ -135,10 +140,13 @@ class Worker:
         recovered = False
         while not self._closing:
             try:
-                if not recovered:
+                at_start = not recovered
+                if at_start:
                     await self.store.forget_dispatches()
                     recovered = True
                 await self.tick()
+                if self.on_tick is not None:
+                    await self.on_tick(at_start)
             except Exception as exc:
                 log.warning(
                     "orchestration scheduler: %s: %s (is the orchestration table migrated? "
@@ -241,6 +249,17 @@ class Worker:
         self._duration.labels(type_name).observe(time.monotonic() - started)
         if await self.store.succeed(task_id, self.name, attempt, output):
             self._outcomes.labels(type_name, "succeeded").inc()
+            await self._ended(row)
+
+    async def _ended(self, row: dict[str, Any]) -> None:
+        """Tell the workflow of a task that ended here (a failure is caught up with at
+        a later poll)."""
+        workflow_id = str(row.get("workflow_id") or "")
+        if workflow_id and self.on_finished is not None:
+            try:
+                await self.on_finished(workflow_id)
+            except Exception as exc:
+                log.warning("could not advance workflow %s: %s", workflow_id, exc)
 
     async def _failed(self, row: dict[str, Any], context: _Context, exc: Exception) -> None:
         task_id, type_name, attempt = context.task_id, str(row["type"]), context.attempt
@@ -256,6 +275,8 @@ class Worker:
             retry_at = time.time() + backoff_s(self.config, attempt)
         if await self.store.fail(task_id, self.name, attempt, error, retry_at):
             self._outcomes.labels(type_name, "dead" if retry_at is None else "retried").inc()
+            if retry_at is None:
+                await self._ended(row)
             log.info(
                 "task %s (%s) attempt %d failed (%s); %s",
                 task_id,

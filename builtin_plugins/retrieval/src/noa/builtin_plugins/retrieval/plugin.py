@@ -57,6 +57,62 @@ def noa_configure(host: Host) -> None:
 
 
 @hookimpl
+def noa_register_task_types(task_types: Registry[Any], host: Host) -> None:
+    import msgspec
+    from noa.builtin_plugins.retrieval.service import Document, Retrieval
+    from noa.plugin_sdk.errors import ApiError
+    from noa.plugin_sdk.tasks import TaskContext, TaskFailed, TaskType
+
+    # Built from live types: this module's annotations are strings, and Document is
+    # imported here, not at module level.
+    IngestTask = msgspec.defstruct(
+        "IngestTask",
+        [("collection", str), ("documents", list[Document])],
+        frozen=True,
+        forbid_unknown_fields=True,
+        kw_only=True,
+    )
+
+    class SearchTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+        collection: str
+        text: str | None = None
+        vector: list[float] | None = None
+        top_k: int = 10
+        filter: dict[str, Any] | None = None
+        score_threshold: float | None = None
+
+    service: Retrieval = host.state[_SERVICE_KEY]
+
+    def failed(exc: ApiError) -> TaskFailed:
+        # A client's mistake fails for good; an unavailable store (503) may come back.
+        retry = exc.status_code >= 500
+        return TaskFailed(exc.message, code=exc.code or "retrieval_failed", retry=retry)
+
+    async def ingest(ctx: TaskContext, job: Any) -> Any:
+        try:
+            return await service.ingest(job.collection, job.documents)
+        except ApiError as exc:
+            raise failed(exc) from None
+
+    async def search(ctx: TaskContext, job: SearchTask) -> dict[str, Any]:
+        try:
+            record, hits = await service.search(
+                job.collection,
+                text=job.text,
+                vector=job.vector,
+                top_k=job.top_k,
+                filter=job.filter,
+                score_threshold=job.score_threshold,
+            )
+        except ApiError as exc:
+            raise failed(exc) from None
+        return {"collection": record.name, "hits": hits}
+
+    task_types.add("ingest", TaskType(ingest, input_type=IngestTask, description="ingestion"))
+    task_types.add("search", TaskType(search, input_type=SearchTask, description="search"))
+
+
+@hookimpl
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.retrieval.api import retrieval_handlers
 

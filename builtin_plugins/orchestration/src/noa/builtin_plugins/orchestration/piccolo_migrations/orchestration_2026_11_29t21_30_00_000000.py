@@ -6,7 +6,7 @@ from typing import Any
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns import Boolean, DoublePrecision, Integer, Text, Varchar
 
-ID = "2026-12-01T09:00:00:000000"
+ID = "2026-11-29T21:30:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "Orchestration: durable tasks"
 
