@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import uuid
@@ -183,3 +184,34 @@ async def test_apply_and_rollback_on_postgres(noa_cli: Any, dist_factory: Any) -
         await conn.execute(f"DROP TABLE IF EXISTS {table}")
         await conn.execute("DELETE FROM migration WHERE app_name = $1", app)
         await conn.close()
+
+
+@pytest.mark.postgres
+async def test_servers_migrating_one_fresh_database_at_once_take_turns() -> None:
+    """Three migrators started together on an empty PostgreSQL database (servers of a
+    deployment starting at once): one applies everything, the others find nothing left,
+    and none fails on a table another just created."""
+    from noa.builtin_plugins.storage.config import StorageConfig
+    from noa.builtin_plugins.storage.migrate import Migrator, make_engine
+    from noa.plugin_sdk.config import Secret
+
+    apps = {
+        "audit": "noa.builtin_plugins.audit.piccolo_app",
+        "cache": "noa.builtin_plugins.cache.piccolo_app",
+        "auth": "noa.builtin_plugins.auth.piccolo_app",
+    }
+    name = f"noatest_migrate_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect("postgresql://127.0.0.1:5432/test")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = Secret(f"postgresql://127.0.0.1:5432/{name}")
+        migrators = [
+            Migrator(make_engine("postgres", StorageConfig(postgres_url=url), "/tmp"), apps)
+            for _ in range(3)
+        ]
+        results = await asyncio.gather(*(m.apply() for m in migrators))
+        assert sorted(map(len, results)) == [0, 0, 3]
+        assert sum(len(ids) for r in results for ids in r.values()) == 3
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

@@ -13,12 +13,14 @@ provides one built from NOA's ``[storage]`` config for the time it runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import io
 import os
 import sys
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from noa.builtin_plugins.storage.config import StorageConfig
 __all__ = ["AppStatus", "MigrationError", "Migrator", "make_engine"]
 
 _CONF_MODULE = "noa_builtin_storage_piccolo_conf"
+# The advisory lock key migrations hold on PostgreSQL (any constant bigint).
+_MIGRATION_LOCK = 0x4E4F_414D_4947
 
 
 class MigrationError(Exception):
@@ -106,8 +110,41 @@ class Migrator:
                 )
             return result
 
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """One process migrates a database at a time: servers started together (two
+        hosts, a rolling deploy) wait for each other instead of racing to create the
+        same tables. PostgreSQL: a session advisory lock; SQLite: a lock file beside
+        the database."""
+        dsn = getattr(self._engine, "config", {}).get("dsn")
+        if dsn:
+            import asyncpg
+
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+                yield
+            finally:
+                await conn.close()  # ends the session, which releases the lock
+            return
+        path = getattr(self._engine, "path", None)
+        if not path:
+            yield
+            return
+        fd = os.open(f"{path}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     async def apply(self) -> dict[str, list[str]]:
-        """Run every pending migration; the ids applied, by app."""
+        """Run every pending migration; the ids applied, by app. Several processes may
+        call it at once: they take turns, and the later ones find nothing pending."""
+        async with self._exclusive():
+            return await self._apply()
+
+    async def _apply(self) -> dict[str, list[str]]:
         from piccolo.apps.migrations.commands.forwards import run_forwards
 
         before = {s.app: s.pending for s in await self.status()}
