@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from noa.kernel import BootOptions, Kernel
 from noa.kernel.hookdoc import hook_names
-from noa.plugin_sdk import DriverSlot, PluginConfig, PluginInfo, Registry, hookimpl
+from noa.plugin_sdk import (
+    DriverSlot,
+    HostedPlugins,
+    PluginConfig,
+    PluginInfo,
+    Registry,
+    hookimpl,
+)
 
 REGISTRATION_HOOKS = [
     # (hook, its registrar argument)
@@ -25,6 +32,7 @@ REGISTRATION_HOOKS = [
     ("noa_register_routes", "routes"),
     ("noa_register_middleware", "middleware"),
     ("noa_register_health_checks", "checks"),
+    ("noa_register_hosted_plugins", "hosted"),
     ("noa_register_driver_slots", "slots"),
     ("noa_register_config_sections", "sections"),
 ]
@@ -37,11 +45,14 @@ def test_every_registration_hook_is_listed_here() -> None:
 
 
 def item_for(hook: str, name: str) -> Any:
-    """A valid contribution: boot itself consumes config sections and driver slots."""
+    """A valid contribution: boot itself consumes config sections, driver slots and
+    hosted plugin kinds."""
     if hook == "noa_register_config_sections":
         return type(f"{name.title()}Config", (PluginConfig,), {}, frozen=True)
     if hook == "noa_register_driver_slots":
         return DriverSlot(description=f"slot of {name}")
+    if hook == "noa_register_hosted_plugins":
+        return HostedPlugins(list_plugins=list)
     return name
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
+import msgspec
 import pluggy
 from noa.kernel.config import CORE_SLOTS, BootOptions, Config, load
 from noa.kernel.drivers import DriverSlots
@@ -22,12 +23,13 @@ from noa.kernel.plugins import PluginSet
 from noa.plugin_sdk import PROJECT_NAME, Host
 from noa.plugin_sdk.config import PluginConfig
 from noa.plugin_sdk.errors import NoaError, PluginLoadError, PluginStartError
-from noa.plugin_sdk.registry import Registry
+from noa.plugin_sdk.registry import Contribution, Registry
 from noa.plugin_sdk.types import (
     CheckResult,
     ComponentHealth,
     DriverSlot,
     HealthCheck,
+    HostedPlugins,
     PluginRecord,
     ReadinessReport,
     ServerSettings,
@@ -50,6 +52,7 @@ class Kernel:
         self.plugin_set = plugins
         self._state: dict[str, Any] = {}
         self._checks: Registry[HealthCheck] | None = None
+        self._hosted: list[Contribution[HostedPlugins]] = []
         self.drivers = DriverSlots(config.kernel.drivers, {})
 
     # -- boot ---------------------------------------------------------------------------
@@ -87,6 +90,15 @@ class Kernel:
         kernel.drivers = DriverSlots(config.kernel.drivers, {n: slots.get(n) for n in slots})
         host: Host = kernel  # mypy checks here that the kernel is a complete Host
         kernel.call_each("noa_configure", host=host)
+        hosted = kernel.collect("noa_register_hosted_plugins", Registry[Any]("hosted plugin kind"))
+        for item in hosted.contributions():
+            if not isinstance(item.item, HostedPlugins):
+                raise PluginLoadError(
+                    item.plugin,
+                    f"hosted plugin kind {item.name!r} is a {type(item.item).__name__}, "
+                    "not a noa.plugin_sdk.HostedPlugins",
+                )
+        kernel._hosted = hosted.contributions()
         for name in config.unclaimed_sections():
             log.warning("config section [%s] is not used by any enabled plugin", name)
         return kernel
@@ -176,7 +188,11 @@ class Kernel:
         return self.drivers.load(slot)
 
     def plugins(self) -> list[PluginRecord]:
-        return self.plugin_set.records()
+        """The Python plugins, then the guests of each hosting plugin, in plugin order."""
+        rows = self.plugin_set.records()
+        for hosted in self._hosted:
+            rows.extend(_guests(hosted))
+        return rows
 
     def effective_config(self) -> dict[str, Any]:
         return self.config.effective()
@@ -244,6 +260,28 @@ class Kernel:
         return ReadinessReport(
             ready=status != "not_ready", status=status, components=tuple(components)
         )
+
+
+def _guests(hosted: Contribution[HostedPlugins]) -> list[PluginRecord]:
+    """The rows of one hosting plugin, marked with their kind and host. A lister that
+    fails gives one failed row naming it: the rest of the list still answers."""
+    try:
+        rows = list(hosted.item.list_plugins())
+    except Exception as exc:
+        log.exception("plugin %r failed to list its %s plugins", hosted.plugin, hosted.name)
+        rows = [
+            PluginRecord(
+                name=hosted.name,
+                version="",
+                distribution="",
+                entry_point="",
+                enabled=True,
+                optional=True,
+                state="failed",
+                error=f"listing failed: {type(exc).__name__}: {exc}",
+            )
+        ]
+    return [msgspec.structs.replace(r, kind=hosted.name, hosted_by=hosted.plugin) for r in rows]
 
 
 async def _run_check(name: str, plugin: str, check: HealthCheck) -> ComponentHealth:

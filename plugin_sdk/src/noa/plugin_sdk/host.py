@@ -63,7 +63,8 @@ class Host(Protocol):
         ...
 
     def plugins(self) -> list[PluginRecord]:
-        """Every discovered plugin with its state (the ``noa plugins list`` rows)."""
+        """Every discovered plugin with its state (the ``noa plugins list`` rows), then
+        the guest plugins that plugins host (``noa_register_hosted_plugins``)."""
         ...
 
     async def readiness(self) -> ReadinessReport:

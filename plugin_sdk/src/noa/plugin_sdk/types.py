@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -13,6 +13,7 @@ __all__ = [
     "ComponentHealth",
     "DriverSlot",
     "HealthCheck",
+    "HostedPlugins",
     "PluginInfo",
     "PluginRecord",
     "ReadinessReport",
@@ -37,7 +38,13 @@ class PluginInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PluginRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One row of ``noa plugins list`` and ``GET /v1/plugins``."""
+    """One row of ``noa plugins list`` and ``GET /v1/plugins``.
+
+    A Python plugin has ``kind="python"``. A guest plugin run by another plugin (a WASM
+    module run by ``wasm`` ...) has its host's kind and names that plugin in
+    ``hosted_by``; its ``entry_point`` says where the host found it, ``loaded`` means
+    declared (read, not yet runnable) and ``started`` runnable in this process.
+    """
 
     name: str
     version: str
@@ -49,6 +56,21 @@ class PluginRecord(msgspec.Struct, frozen=True, kw_only=True):
     hooks: tuple[str, ...] = ()
     description: str = ""
     error: str | None = None
+    kind: str = "python"
+    hosted_by: str | None = None
+
+
+class HostedPlugins(msgspec.Struct, frozen=True, kw_only=True):
+    """Guest plugins that a plugin hosts, contributed through
+    ``noa_register_hosted_plugins`` under their kind (``hosted.add("wasm", ...)``).
+
+    ``list_plugins`` answers the current rows each time the plugin list is read (every
+    ``GET /v1/plugins``): keep it in memory and cheap, no I/O. The kernel sets each
+    row's ``kind`` and ``hosted_by``.
+    """
+
+    list_plugins: Callable[[], Sequence[PluginRecord]]
+    description: str = ""
 
 
 class CheckResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -253,10 +253,12 @@ def plugins() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def plugins_list(ctx: click.Context, /, as_json: bool, **kwargs: Any) -> None:
-    """Every discovered plugin: name, version, distribution, hooks, enabled, state, error.
+    """Every discovered plugin: name, kind, version, distribution, hooks, enabled, state,
+    error; then the guest plugins that plugins host (kind "wasm" ...), as declared.
 
     An optional plugin that failed to load is listed with its error; a required one
-    that fails stops the command with exit code 1.
+    that fails stops the command with exit code 1. A guest that fails to load is listed
+    with its error and never stops anything.
     """
     kernel = boot_kernel(_merged_boot(ctx, **kwargs))
     rows = kernel.plugins()

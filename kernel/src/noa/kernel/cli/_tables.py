@@ -19,20 +19,32 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _kind(row: PluginRecord) -> str:
+    if row.hosted_by is None or row.hosted_by == row.kind:
+        return row.kind
+    return f"{row.kind} (via {row.hosted_by})"
+
+
 def render_plugins(rows: Sequence[PluginRecord]) -> str:
     body = [
         [
             r.name,
+            _kind(r),
             r.version or "-",
             r.distribution or "-",
             "yes" if r.enabled else "no",
-            r.state + (" (optional)" if r.optional else ""),
+            r.state + (" (optional)" if r.optional and r.hosted_by is None else ""),
             ", ".join(h.removeprefix("noa_") for h in r.hooks) or "-",
         ]
         for r in rows
     ]
-    text = _table(["NAME", "VERSION", "DISTRIBUTION", "ENABLED", "STATE", "HOOKS"], body)
-    errors = [f"  {r.name}: {r.error}" for r in rows if r.error]
+    header = ["NAME", "KIND", "VERSION", "DISTRIBUTION", "ENABLED", "STATE", "HOOKS"]
+    text = _table(header, body)
+    errors = [
+        f"  {r.name}{'' if r.hosted_by is None else f' ({r.kind})'}: {r.error}"
+        for r in rows
+        if r.error
+    ]
     if errors:
         text += "\n\nerrors:\n" + "\n".join(errors)
     return text

@@ -1,7 +1,9 @@
-"""Lifecycle hooks: config sections, driver slots, readiness, startup and shutdown.
+"""Lifecycle hooks: config sections, driver slots, hosted plugins, readiness, startup
+and shutdown.
 
 Call order at boot: ``noa_register_config_sections`` -> config validated ->
-``noa_register_driver_slots`` -> ``noa_configure`` -> (app assembly) ->
+``noa_register_driver_slots`` -> ``noa_configure`` -> ``noa_register_hosted_plugins``
+-> (app assembly) ->
 ``noa_register_health_checks`` -> ``noa_startup`` ... ``noa_shutdown`` (reverse order).
 ``noa_before_serve`` runs once in the ``noa serve`` parent process before workers start.
 """
@@ -12,7 +14,7 @@ from collections.abc import Awaitable
 
 from noa.plugin_sdk import Host, Registry, hookspec
 from noa.plugin_sdk.config import PluginConfig
-from noa.plugin_sdk.types import DriverSlot, HealthCheck
+from noa.plugin_sdk.types import DriverSlot, HealthCheck, HostedPlugins
 
 
 @hookspec
@@ -44,6 +46,21 @@ def noa_configure(host: Host) -> None:
 
     Keep it synchronous and fast: set up objects the plugin shares through
     ``host.state``. Raising stops start-up with the plugin named. Returns nothing.
+    """
+
+
+@hookspec
+def noa_register_hosted_plugins(hosted: Registry[HostedPlugins], host: Host) -> None:
+    """Contribute the guest plugins this plugin hosts to the plugin list:
+    ``hosted.add("wasm", HostedPlugins(list_plugins=fn))``.
+
+    The name is the guests' kind. ``fn()`` returns
+    :class:`~noa.plugin_sdk.PluginRecord` rows; ``noa plugins list`` and
+    ``GET /v1/plugins`` show them after the Python plugins, with ``kind`` and
+    ``hosted_by`` (this plugin) set by the kernel. ``fn`` is called every time the list
+    is read, also by ``noa plugins list``, which boots without starting plugins: answer
+    from memory (what ``noa_configure`` read), never compile or connect. Called once
+    per process, after ``noa_configure``. Returns nothing.
     """
 
 

@@ -50,7 +50,9 @@ def probe_handlers(host: Host) -> list[HTTPRouteHandler]:
 def api_handlers(host: Host) -> list[HTTPRouteHandler]:
     @get("/v1/plugins", summary="List plugins", tags=["plugins"], sync_to_thread=False)
     def list_plugins() -> PluginList:
-        """Every discovered plugin: the same rows as ``noa plugins list``."""
+        """Every discovered plugin: the same rows as ``noa plugins list``. Python
+        plugins (``kind`` "python"), then the guest plugins each hosts (``kind`` "wasm"
+        ..., ``hosted_by`` the hosting plugin)."""
         return PluginList(object="list", data=host.plugins())
 
     return [list_plugins]

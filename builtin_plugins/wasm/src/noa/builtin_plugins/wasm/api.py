@@ -1,7 +1,8 @@
 """The WASM plugin API.
 
-``GET /v1/wasm/plugins`` lists WASM plugins (loaded and failed); the kernel's
-``GET /v1/plugins`` lists Python plugins only, as ``noa plugins list`` does.
+``GET /v1/wasm/plugins`` lists WASM plugins (loaded and failed) in detail: entries
+with their schemas, folder, source, error code. The kernel's ``GET /v1/plugins`` (and
+``noa plugins list``) lists them too, one summary row each with ``kind`` "wasm".
 ``POST /v1/plugins/{name}/invoke`` calls one (scope ``wasm:invoke``);
 ``POST /v1/admin/wasm/reload`` loads the plugin folder again (scope ``wasm:admin``).
 """

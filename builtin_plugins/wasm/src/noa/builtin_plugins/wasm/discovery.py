@@ -29,6 +29,7 @@ class Found:
     source: str  # "plugin_dir", or "entry point NAME of DIST"
     folder: Path | None
     error: WasmLoadError | None = None
+    distribution: str = ""  # of the entry point; "" for plugin_dir
 
 
 def plugin_folders(plugin_dir: Path) -> list[Found]:
@@ -55,8 +56,8 @@ def _from_entry_point(point: EntryPoint) -> Found:
     try:
         folder = _folder_of(point)
     except WasmLoadError as exc:
-        return Found(name=point.name, source=source, folder=None, error=exc)
-    return Found(name=point.name, source=source, folder=folder)
+        return Found(name=point.name, source=source, folder=None, error=exc, distribution=dist)
+    return Found(name=point.name, source=source, folder=folder, distribution=dist)
 
 
 def _folder_of(point: EntryPoint) -> Path:

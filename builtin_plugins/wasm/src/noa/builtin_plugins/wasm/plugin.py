@@ -9,19 +9,24 @@ from noa.plugin_sdk import (
     CheckResult,
     HealthCheck,
     Host,
+    HostedPlugins,
     PluginConfig,
     PluginInfo,
     Registry,
     RouteGroup,
     hookimpl,
 )
+from noa.plugin_sdk.tasks import TaskType
 
 if TYPE_CHECKING:  # wasmtime loads only in a process that serves
     from noa.builtin_plugins.wasm.service import WasmHost
 
 PLUGIN_INFO = PluginInfo(
     description="WASM plugins: WASI modules with a manifest, run by wasmtime in a "
-    "capability-scoped sandbox; invoked over HTTP and from other plugins",
+    "capability-scoped sandbox; invoked over HTTP, as tasks and from other plugins",
+    # Loaded (compiled) before the task worker starts, so a queued wasm:* task never
+    # finds its plugin missing.
+    before=("orchestration",),
 )
 
 _STATE_KEY = "noa.wasm"  # = service.WASM_STATE_KEY, without importing wasmtime here
@@ -44,7 +49,29 @@ def noa_register_config_sections(sections: Registry[type[PluginConfig]]) -> None
 
 @hookimpl
 def noa_configure(host: Host) -> None:
-    _service(host)
+    # Manifests only, no compiling: the plugin list and the task types need them before
+    # (or without) startup.
+    _service(host).scan()
+
+
+@hookimpl
+def noa_register_hosted_plugins(hosted: Registry[HostedPlugins], host: Host) -> None:
+    service = _service(host)
+    hosted.add(
+        "wasm",
+        HostedPlugins(
+            list_plugins=service.records,
+            description="WASM plugins of [wasm] plugin_dir and noa.wasm_plugins entry points",
+        ),
+    )
+
+
+@hookimpl
+def noa_register_task_types(task_types: Registry[TaskType], host: Host) -> None:
+    from noa.builtin_plugins.wasm.tasks import task_types as wasm_task_types
+
+    for name, task_type in wasm_task_types(_service(host)).items():
+        task_types.add(name, task_type)
 
 
 @hookimpl

@@ -5,6 +5,11 @@ Other plugins reach it as ``host.state["noa.wasm"]`` (:data:`WASM_STATE_KEY`) an
 ``await wasm.invoke(name, entry, input)``; :meth:`WasmHost.invoke_sync` does the same
 from a worker thread. A plugin that fails to load is listed with its error code and
 cause; the others load and serve.
+
+Two passes: :meth:`WasmHost.scan` (at configure time, also in ``noa plugins list``)
+reads every manifest and validates every module without compiling, which is what the
+kernel's plugin list and the task types need; :meth:`WasmHost.reload` (at startup and
+on the admin call) compiles and links what the calls run.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import wasmtime
@@ -27,9 +32,9 @@ from noa.builtin_plugins.wasm.errors import WasmCallError, WasmLoadError, WasmTi
 from noa.builtin_plugins.wasm.manifest import Manifest, load_manifest
 from noa.builtin_plugins.wasm.sandbox import Grants, Outcome, Sandbox
 from noa.builtin_plugins.wasm.schema import validate
-from noa.plugin_sdk import NotFound, Unprocessable
+from noa.plugin_sdk import NotFound, PluginRecord, Unprocessable
 
-__all__ = ["WASM_STATE_KEY", "LoadedPlugin", "PluginView", "WasmHost"]
+__all__ = ["WASM_STATE_KEY", "Declared", "LoadedPlugin", "PluginView", "WasmHost"]
 
 WASM_STATE_KEY = "noa.wasm"
 log = logging.getLogger(__name__)
@@ -51,12 +56,23 @@ class PluginView(msgspec.Struct, frozen=True, kw_only=True):
     folder: str
     # "plugin_dir", or "entry point NAME of DIST" (group noa.wasm_plugins).
     source: str
+    distribution: str = ""  # DIST of an entry point; "" for plugin_dir
     state: str  # "loaded" or "failed"
     version: str | None = None
     description: str | None = None
     entries: list[EntryView] = msgspec.field(default_factory=list)
     error_code: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """A plugin whose manifest reads and whose module validates (not compiled)."""
+
+    manifest: Manifest
+    folder: Path
+    source: str
+    distribution: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +84,7 @@ class LoadedPlugin:
     source: str
     # The module linked against its grants: what each call instantiates.
     prepared: wasmtime.InstancePre
+    distribution: str = ""
 
 
 @dataclass(slots=True)
@@ -93,6 +110,9 @@ class WasmHost:
         self.sandbox = Sandbox(config)
         self.cache = ModuleCache(self.sandbox.engine, cache_dir, key)
         self._catalog = _Catalog()
+        self._loaded_once = False
+        self._declared: dict[str, Declared] = {}
+        self._declared_rows: list[PluginView] = []
         self._reload_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="noa-wasm")
 
@@ -111,6 +131,41 @@ class WasmHost:
         the modules they started with."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.reload_sync)
 
+    def scan(self) -> list[PluginView]:
+        """Read every manifest and validate every module, compiling nothing: the plugins
+        :meth:`declared` (task types) and :meth:`records` (plugin list) answer from until
+        the first :meth:`reload`. Cheap enough for every process that boots."""
+        declared: dict[str, Declared] = {}
+        rows: list[PluginView] = []
+        for found in plugin_folders(self.plugin_dir):
+            folder = found.folder
+            try:
+                if found.error is not None or folder is None:
+                    raise found.error or WasmLoadError("wasm_entry_point_invalid", found.source)
+                manifest, module_path = load_manifest(folder)
+                manifest.resolved_limits(self.config)
+                wasm = _module_bytes(module_path)
+                try:
+                    wasmtime.Module.validate(self.sandbox.engine, wasm)
+                except wasmtime.WasmtimeError as exc:
+                    raise WasmLoadError("wasm_module_invalid", f"{module_path}: {exc}") from exc
+            except WasmLoadError as exc:
+                rows.append(_failed(found.name, folder, found.source, found.distribution, exc))
+                continue
+            plugin = Declared(manifest, folder, found.source, found.distribution)
+            first = declared.get(manifest.name)
+            if first is not None:
+                rows.append(_duplicate(manifest.name, folder, found.source, first))
+                continue
+            declared[manifest.name] = plugin
+            rows.append(_view(plugin))
+        self._declared, self._declared_rows = declared, rows
+        return list(rows)
+
+    def declared(self) -> list[Declared]:
+        """The plugins :meth:`scan` found sound, in load order."""
+        return list(self._declared.values())
+
     def reload_sync(self) -> list[PluginView]:
         with self._reload_lock:
             catalog = _Catalog()
@@ -119,54 +174,30 @@ class WasmHost:
                     if found.error is not None:
                         raise found.error
                     assert found.folder is not None
-                    plugin = self._load(found.folder, found.source)
+                    plugin = self._load(found.folder, found.source, found.distribution)
                 except WasmLoadError as exc:
                     log.warning("wasm plugin %s (%s) not loaded: %s", found.name, found.source, exc)
                     catalog.rows.append(
-                        PluginView(
-                            name=found.name,
-                            folder=str(found.folder or ""),
-                            source=found.source,
-                            state="failed",
-                            error_code=exc.code,
-                            error=exc.message,
-                        )
+                        _failed(found.name, found.folder, found.source, found.distribution, exc)
                     )
                     continue
                 name = plugin.manifest.name
                 if name in catalog.plugins:
                     first = catalog.plugins[name]
-                    catalog.rows.append(
-                        PluginView(
-                            name=name,
-                            folder=str(plugin.folder),
-                            source=plugin.source,
-                            state="failed",
-                            error_code="wasm_duplicate_name",
-                            error=f"{first.folder} ({first.source}) already declares {name!r}",
-                        )
-                    )
+                    catalog.rows.append(_duplicate(name, plugin.folder, plugin.source, first))
                     continue
                 catalog.plugins[name] = plugin
                 catalog.rows.append(_view(plugin))
             self._catalog = catalog
+            self._loaded_once = True
             return list(catalog.rows)
 
-    def _load(self, folder: Path, source: str) -> LoadedPlugin:
+    def _load(self, folder: Path, source: str, distribution: str = "") -> LoadedPlugin:
         manifest, module_path = load_manifest(folder)
+        wasm = _module_bytes(module_path)
         try:
-            raw = module_path.read_bytes()
-        except OSError as exc:
-            raise WasmLoadError("wasm_module_missing", f"{module_path}: {exc.strerror}") from exc
-        if raw.startswith(_PRECOMPILED_MAGIC) or module_path.suffix == ".cwasm":
-            raise WasmLoadError(
-                "wasm_precompiled_refused",
-                f"{module_path}: precompiled artifacts are never loaded; ship the .wasm",
-            )
-        try:
-            wasm = raw if raw.startswith(_WASM_MAGIC) else wasmtime.wat2wasm(raw.decode())
-            module = self.cache.module(bytes(wasm))
-        except (wasmtime.WasmtimeError, UnicodeDecodeError) as exc:
+            module = self.cache.module(wasm)
+        except wasmtime.WasmtimeError as exc:
             raise WasmLoadError("wasm_module_invalid", f"{module_path}: {exc}") from exc
         exports = {e.name: e.type for e in module.exports}
         for name, entry in manifest.entries.items():
@@ -208,12 +239,21 @@ class WasmHost:
             folder=folder,
             source=source,
             prepared=prepared,
+            distribution=distribution,
         )
 
     # -- listing and calls -----------------------------------------------------------
 
     def plugins(self) -> list[PluginView]:
         return list(self._catalog.rows)
+
+    def records(self) -> list[PluginRecord]:
+        """The rows of the kernel's plugin list (``GET /v1/plugins``, ``noa plugins
+        list``): once loaded, each plugin "started" (compiled, callable) or "failed";
+        before (``noa plugins list``), as :meth:`scan` found it, "loaded" or "failed"."""
+        if self._loaded_once:
+            return [_record(row, "started") for row in self._catalog.rows]
+        return [_record(row, "loaded") for row in self._declared_rows]
 
     async def invoke(self, name: str, entry: str, payload: Any) -> Any:
         """Call ``entry`` of plugin ``name`` with ``payload`` (JSON-able); its output."""
@@ -258,12 +298,73 @@ class WasmHost:
         return output
 
 
-def _view(plugin: LoadedPlugin) -> PluginView:
+def _module_bytes(module_path: Path) -> bytes:
+    """The WASM binary of a plugin's module file (a .wat text is converted)."""
+    try:
+        raw = module_path.read_bytes()
+    except OSError as exc:
+        raise WasmLoadError("wasm_module_missing", f"{module_path}: {exc.strerror}") from exc
+    if raw.startswith(_PRECOMPILED_MAGIC) or module_path.suffix == ".cwasm":
+        raise WasmLoadError(
+            "wasm_precompiled_refused",
+            f"{module_path}: precompiled artifacts are never loaded; ship the .wasm",
+        )
+    if raw.startswith(_WASM_MAGIC):
+        return raw
+    try:
+        return bytes(wasmtime.wat2wasm(raw.decode()))
+    except (wasmtime.WasmtimeError, UnicodeDecodeError) as exc:
+        raise WasmLoadError("wasm_module_invalid", f"{module_path}: {exc}") from exc
+
+
+def _failed(
+    name: str, folder: Path | None, source: str, distribution: str, exc: WasmLoadError
+) -> PluginView:
+    return PluginView(
+        name=name,
+        folder=str(folder or ""),
+        source=source,
+        distribution=distribution,
+        state="failed",
+        error_code=exc.code,
+        error=exc.message,
+    )
+
+
+def _duplicate(name: str, folder: Path, source: str, first: Declared | LoadedPlugin) -> PluginView:
+    return PluginView(
+        name=name,
+        folder=str(folder),
+        source=source,
+        state="failed",
+        error_code="wasm_duplicate_name",
+        error=f"{first.folder} ({first.source}) already declares {name!r}",
+    )
+
+
+def _record(row: PluginView, ready: Literal["loaded", "started"]) -> PluginRecord:
+    """A row of the kernel's plugin list; ``ready``: the state of a sound plugin."""
+    return PluginRecord(
+        name=row.name,
+        version=row.version or "",
+        distribution=row.distribution,
+        entry_point=row.folder or row.source,
+        enabled=True,
+        # A WASM plugin that fails to load never stops the server: optional by nature.
+        optional=True,
+        state=ready if row.state == "loaded" else "failed",
+        description=row.description or "",
+        error=f"{row.error_code}: {row.error}" if row.state == "failed" else None,
+    )
+
+
+def _view(plugin: Declared | LoadedPlugin) -> PluginView:
     manifest = plugin.manifest
     return PluginView(
         name=manifest.name,
         folder=str(plugin.folder),
         source=plugin.source,
+        distribution=plugin.distribution,
         state="loaded",
         version=manifest.version,
         description=manifest.description,
@@ -299,6 +400,7 @@ def _result(call: str, grants: Grants, outcome: Outcome) -> Any:
         raise WasmTimeout(
             f"{call} ran out of {what} (fuel {grants.fuel}, {grants.timeout_ms} ms)",
             code="wasm_timeout",
+            details={"limit": what},
         )
     failed = trap is not None or outcome.exit_code != 0
     at_cap = (
