@@ -169,3 +169,29 @@ async def test_wasm_steps_in_a_workflow(
         failed = (await noa.client.post("/v1/workflow", json={"steps": failing})).json()
         assert failed["state"] == "failed"
         assert failed["steps"][0]["error"]["code"] == "wasm_trap"
+
+
+async def test_the_assemblyscript_plugin_in_a_workflow(server: Any, textstats: Path) -> None:
+    """The plugin written in AssemblyScript and built by ``scripts/setup`` runs as a
+    workflow step, its output feeding the next step."""
+    async with server() as noa:
+        text = "Ünïcode words, and more words 🚀"
+        steps = [
+            {"id": "stats", "type": "wasm:textstats", "input": {"text": text}},
+            {
+                "id": "again",
+                "type": "wasm:textstats",
+                "input": {"text": {"$ref": "stats.output.words"}},
+                "depends_on": ["stats"],
+            },
+        ]
+        response = await noa.client.post("/v1/workflow", json={"steps": steps})
+        assert response.status_code == 200, response.text
+        done = response.json()
+        # A reference to a number where the schema wants text fails that step alone.
+        outputs = {s["id"]: (s["state"], s["output"]) for s in done["steps"]}
+        assert outputs["stats"] == (
+            "succeeded",
+            {"words": len(text.split()), "chars": len(text), "bytes": len(text.encode())},
+        )
+        assert outputs["again"][0] == "failed"
