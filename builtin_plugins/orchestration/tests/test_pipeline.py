@@ -1,6 +1,7 @@
-"""The issue's end to end: one call to ``/v1/workflow`` embeds a query, ingests documents
-and searches with the query's vector, on the embedded profile with the real default
-model, through the task types the inference and retrieval plugins own."""
+"""The issue's end to end: one call to ``/v1/workflow`` runs the query through the model
+(``infer``, named tensors), embeds it (``embed``), ingests documents and searches with
+the query's vector, on the embedded profile with the real default model, through the
+task types the inference and retrieval plugins own."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from noa.plugin_sdk.testing.harness import boot
 from noa.plugin_sdk.testing.requirements import missing
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+QUERY = "Which city is France's capital?"
 ROOT = Path(__file__).resolve().parents[3]
 PLUGINS = ["http", "observability", "storage", "broker", "inference", "retrieval", "orchestration"]
 
@@ -65,10 +67,15 @@ async def test_embed_ingest_search_in_one_call(pipeline_data: str, model_reposit
         workflow = {
             "steps": [
                 {
-                    "id": "query",
-                    "type": "embed",
-                    "input": {"input": ["Which city is France's capital?"]},
+                    "id": "tensors",
+                    "type": "infer",
+                    "input": {
+                        "inputs": [
+                            {"name": "text", "datatype": "BYTES", "shape": [1], "data": [QUERY]}
+                        ]
+                    },
                 },
+                {"id": "query", "type": "embed", "input": {"input": [QUERY]}},
                 {
                     "id": "store",
                     "type": "ingest",
@@ -77,10 +84,10 @@ async def test_embed_ingest_search_in_one_call(pipeline_data: str, model_reposit
                 {
                     "id": "find",
                     "type": "search",
-                    "depends_on": ["query", "store"],
+                    "depends_on": ["tensors", "query", "store"],
                     "input": {
                         "collection": "notes",
-                        "vector": {"$ref": "query.output.embeddings.0"},
+                        "vector": {"$ref": "tensors.output.outputs.0.data"},
                         "top_k": 2,
                     },
                 },
@@ -94,6 +101,14 @@ async def test_embed_ingest_search_in_one_call(pipeline_data: str, model_reposit
         steps = {s["id"]: s for s in done["steps"]}
         assert steps["query"]["output"]["model"] == MODEL
         assert len(steps["query"]["output"]["embeddings"][0]) == 384
+        tensor = steps["tensors"]["output"]["outputs"][0]
+        assert (tensor["name"], tensor["shape"]) == ("embedding", [1, 384])
+        embedded = steps["query"]["output"]["embeddings"][0]
+        assert max(abs(a - b) for a, b in zip(tensor["data"], embedded, strict=True)) < 1e-5
+        # The task is /v1/infer's own work.
+        direct = await noa.client.post("/v1/infer", json=workflow["steps"][0]["input"])
+        assert direct.status_code == 200, direct.text
+        assert direct.json()["outputs"][0]["shape"] == [1, 384]
         assert steps["store"]["output"]["ingested"] == 3
         hits = steps["find"]["output"]["hits"]
         assert hits[0]["document_id"] == "paris"

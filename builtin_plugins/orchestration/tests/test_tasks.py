@@ -228,7 +228,10 @@ async def test_client_mistakes_are_4xx_and_store_nothing(serve: Any) -> None:
             if param is not None:
                 assert response.json()["error"]["param"] == param, response.text
         unknown = await noa.client.post("/v1/tasks", json={"type": "nope"})
-        assert "unknown task type 'nope' (registered: add)" in unknown.json()["error"]["message"]
+        assert (
+            "unknown task type 'nope' (registered: add, http_request)"
+            in unknown.json()["error"]["message"]
+        )
         garbage = await noa.client.post(
             "/v1/tasks", content=b"{not json", headers={"content-type": "application/json"}
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -13,7 +14,7 @@ from noa.builtin_plugins.inference.disconnect import client_gone
 from noa.builtin_plugins.inference.runtime import ModelRuntime, ModelStatus, ServedModel
 from noa.builtin_plugins.inference.tensors import OUTPUT, TensorInput, read_inputs
 
-__all__ = ["admin_handlers", "native_handlers"]
+__all__ = ["InferRequest", "InferResponse", "admin_handlers", "infer_tensors", "native_handlers"]
 
 Text = Annotated[str, msgspec.Meta(min_length=1)]
 Timeout = Annotated[float, msgspec.Meta(gt=0)]
@@ -87,6 +88,36 @@ def pick(runtime: ModelRuntime, name: str | None) -> ServedModel:
     return runtime.get(name) if name else runtime.default()
 
 
+async def infer_tensors(
+    runtime: ModelRuntime, data: InferRequest, *, cancelled: asyncio.Event | None = None
+) -> InferResponse:
+    """``/v1/infer``'s work, shared with the ``infer`` task type."""
+    served = pick(runtime, data.model)
+    inputs = [TensorInput(t.name, t.datatype, t.shape, t.data) for t in data.inputs]
+    texts, tokens = read_inputs(
+        inputs, max_length=served.max_length, vocab_size=served.vocab_size, truncate=data.truncate
+    )
+    if texts is not None:
+        result = await served.embed(
+            texts,
+            normalize=data.normalize,
+            truncate=data.truncate,
+            timeout_ms=data.timeout_ms,
+            cancelled=cancelled,
+            param="text",
+        )
+    else:
+        assert tokens is not None
+        result = await served.embed_tokens(
+            tokens, normalize=data.normalize, timeout_ms=data.timeout_ms, cancelled=cancelled
+        )
+    vectors = result.vectors
+    output = OutputTensor(
+        name=OUTPUT, datatype="FP32", shape=list(vectors.shape), data=vectors.reshape(-1).tolist()
+    )
+    return InferResponse(model=served.name, outputs=[output])
+
+
 def native_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
     @post("/v1/embed", summary="Embed texts", tags=["inference"], status_code=200)
     async def embed(data: JSONBody[EmbedRequest], request: Request[Any, Any, Any]) -> EmbedResponse:
@@ -124,40 +155,8 @@ def native_handlers(runtime: ModelRuntime) -> list[HTTPRouteHandler]:
         same shape whose ones mark each row's tokens) and answers ``embedding`` (FP32,
         shape ``[n, dimension]``).
         """
-        served = pick(runtime, data.model)
-        inputs = [TensorInput(t.name, t.datatype, t.shape, t.data) for t in data.inputs]
-        texts, tokens = read_inputs(
-            inputs,
-            max_length=served.max_length,
-            vocab_size=served.vocab_size,
-            truncate=data.truncate,
-        )
         async with client_gone(request.receive) as gone:
-            if texts is not None:
-                result = await served.embed(
-                    texts,
-                    normalize=data.normalize,
-                    truncate=data.truncate,
-                    timeout_ms=data.timeout_ms,
-                    cancelled=gone,
-                    param="text",
-                )
-            else:
-                assert tokens is not None
-                result = await served.embed_tokens(
-                    tokens, normalize=data.normalize, timeout_ms=data.timeout_ms, cancelled=gone
-                )
-        return InferResponse(
-            model=served.name,
-            outputs=[
-                OutputTensor(
-                    name=OUTPUT,
-                    datatype="FP32",
-                    shape=list(result.vectors.shape),
-                    data=result.vectors.reshape(-1).tolist(),
-                )
-            ],
-        )
+            return await infer_tensors(runtime, data, cancelled=gone)
 
     return [embed, infer]
 

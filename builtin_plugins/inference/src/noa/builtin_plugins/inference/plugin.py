@@ -89,6 +89,7 @@ def noa_register_embedders(embedders: Registry[Any], host: Host) -> None:
 @hookimpl
 def noa_register_task_types(task_types: Registry[Any], host: Host) -> None:
     import msgspec
+    from noa.builtin_plugins.inference.api_native import InferRequest, infer_tensors
     from noa.plugin_sdk.errors import ApiError
     from noa.plugin_sdk.tasks import TaskContext, TaskFailed, TaskType
 
@@ -98,19 +99,33 @@ def noa_register_task_types(task_types: Registry[Any], host: Host) -> None:
 
     runtime = _runtime(host)
 
+    def failed(exc: ApiError, code: str) -> TaskFailed:
+        # A model still loading (503) may be there at the next attempt.
+        return TaskFailed(exc.message, code=exc.code or code, retry=exc.status_code >= 500)
+
     async def embed(ctx: TaskContext, job: EmbedTask) -> dict[str, Any]:
         try:
             served = runtime.get(job.model) if job.model else runtime.default()
             result = await served.embed(job.input, truncate=True)
         except ApiError as exc:
-            # A model still loading (503) may be there at the next attempt.
-            retry = exc.status_code >= 500
-            raise TaskFailed(exc.message, code=exc.code or "embed_failed", retry=retry) from None
+            raise failed(exc, "embed_failed") from None
         return {"model": served.name, "embeddings": result.vectors.tolist()}
+
+    async def infer(ctx: TaskContext, job: InferRequest) -> Any:
+        try:
+            return await infer_tensors(runtime, job)
+        except ApiError as exc:
+            raise failed(exc, "infer_failed") from None
 
     task_types.add(
         "embed",
         TaskType(embed, input_type=EmbedTask, description="texts to vectors (as /v1/embed)"),
+    )
+    task_types.add(
+        "infer",
+        TaskType(
+            infer, input_type=InferRequest, description="named tensors in and out (as /v1/infer)"
+        ),
     )
 
 

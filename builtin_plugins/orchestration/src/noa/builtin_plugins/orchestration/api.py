@@ -1,7 +1,7 @@
 """The task API: ``/v1/tasks``.
 
-Scopes: ``tasks:submit`` to submit, ``tasks:read`` to read and list, ``tasks:admin`` to
-cancel and to re-queue dead tasks.
+Scopes: ``tasks:submit`` to submit, ``tasks:read`` to read, list and follow (events),
+``tasks:admin`` to cancel and to re-queue dead tasks.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from typing import Annotated
 from litestar import Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent
+from noa.builtin_plugins.orchestration.events import task_subject
 from noa.builtin_plugins.orchestration.service import Tasks
+from noa.builtin_plugins.orchestration.sse import follow
 from noa.builtin_plugins.orchestration.values import NewTask, TaskList, TaskView
 from noa.plugin_sdk.auth import SCOPE_OPT
 
@@ -26,7 +29,9 @@ Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 StateQuery = Annotated[str | None, QueryParameter(name="state")]
 
 
-def task_handlers(tasks: Tasks) -> list[HTTPRouteHandler]:
+def task_handlers(tasks: Tasks, stream_max_s: float | None = None) -> list[HTTPRouteHandler]:
+    """``stream_max_s``: how long an event stream may stay open (under the HTTP core's
+    request timeout, which would cut it)."""
     tags = ["tasks"]
 
     @post(
@@ -62,6 +67,27 @@ def task_handlers(tasks: Tasks) -> list[HTTPRouteHandler]:
     async def show(task_id: FromPath[str]) -> TaskView:
         return await tasks.get(task_id)
 
+    @get(
+        "/v1/tasks/{task_id:str}/events",
+        summary="Follow a task's progress (Server-Sent Events)",
+        tags=tags,
+        opt={SCOPE_OPT: READ},
+    )
+    async def events(task_id: FromPath[str]) -> ServerSentEvent:
+        """``text/event-stream``: the task's current state (``event: task``, a JSON
+        ``TaskEvent``), then every change (queued, started, retried, succeeded, dead,
+        cancelled, requeued, released) from whichever process made it; ends after
+        ``succeeded``, ``dead`` or ``cancelled``. Comment lines every
+        ``orchestration.events_heartbeat_s`` keep it open. 404 for an unknown task."""
+        return await follow(
+            tasks.broker,
+            task_subject(task_id),
+            lambda: tasks.current(task_id),
+            kind="task",
+            heartbeat_s=tasks.config.events_heartbeat_s,
+            max_s=stream_max_s,
+        )
+
     @post(
         "/v1/tasks/{task_id:str}/cancel",
         summary="Cancel a task",
@@ -84,4 +110,4 @@ def task_handlers(tasks: Tasks) -> list[HTTPRouteHandler]:
         """Queue a dead task again with its attempts reset. 409 unless it is dead."""
         return await tasks.retry(task_id)
 
-    return [submit, list_tasks, list_dead, show, cancel, retry]
+    return [submit, list_tasks, list_dead, show, events, cancel, retry]

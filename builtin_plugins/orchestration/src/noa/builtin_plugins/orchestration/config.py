@@ -44,6 +44,19 @@ class OrchestrationConfig(PluginConfig, frozen=True):
     # The longest POST /v1/workflow may wait for its workflow to end (its timeout_s
     # query parameter, 60 s by default, is capped to this).
     max_wait_s: Positive = 600.0
+    # Seconds between the comment lines that keep an idle event stream
+    # (GET /v1/tasks/{id}/events, /v1/workflows/{id}/events) open through proxies.
+    events_heartbeat_s: Positive = 15.0
+    # Progress events waiting to be published on the broker, per process; past this
+    # they are dropped (events are best effort, never slowing a task).
+    events_buffer: Annotated[int, msgspec.Meta(ge=4)] = 10_000
+    # http_request tasks: the hosts they may call (exact names, or "*.example.com" for
+    # its subdomains). Empty, the default, allows none: every such task fails at once.
+    http_allowed_hosts: tuple[str, ...] = ()
+    # The longest timeout an http_request task may ask for, and the response body
+    # bytes kept in its output (more is cut, with "truncated": true).
+    http_max_timeout_s: Positive = 60.0
+    http_max_response_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1024 * 1024
     # The broker work queue carrying task ids to workers.
     queue: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = (
         "orchestration.tasks"

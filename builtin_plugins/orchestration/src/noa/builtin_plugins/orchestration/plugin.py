@@ -1,8 +1,10 @@
 """Hook implementations of the orchestration plugin.
 
 It keeps tasks in the storage slot (its migration runs with the others), runs a worker
-in every process that consumes the broker's work queue, and serves ``/v1/tasks``. Task
-types come from every plugin's ``noa_register_task_types``.
+in every process that consumes the broker's work queue, publishes progress events on
+the broker, and serves ``/v1/tasks`` and ``/v1/workflows`` (with their SSE streams). Task
+types come from every plugin's ``noa_register_task_types`` (its own: ``http_request``);
+``noa tasks`` is its command.
 """
 
 from __future__ import annotations
@@ -66,18 +68,44 @@ def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.orchestration.api import task_handlers
     from noa.builtin_plugins.orchestration.workflow_api import workflow_handlers
 
-    handlers = task_handlers(host.state[_TASKS_KEY])
+    stream_max_s = _stream_max_s(host)
+    handlers = task_handlers(host.state[_TASKS_KEY], stream_max_s)
     routes.add(
         "orchestration", RouteGroup(handlers=tuple(handlers), tags=("tasks",), scope="tasks:admin")
     )
-    flows = workflow_handlers(host.state[_WORKFLOWS_KEY])
+    flows = workflow_handlers(host.state[_WORKFLOWS_KEY], stream_max_s)
     routes.add(
         "workflows", RouteGroup(handlers=tuple(flows), tags=("workflows",), scope="tasks:admin")
     )
 
 
+def _stream_max_s(host: Host) -> float | None:
+    """Event streams end a little before the HTTP core's request timeout cuts them."""
+    try:
+        timeout_s = float(host.config_value("http.request_timeout_s"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(timeout_s * 0.9, timeout_s - 1.0)
+
+
+@hookimpl
+def noa_register_task_types(task_types: Registry[Any], host: Host) -> None:
+    from noa.builtin_plugins.orchestration.http_task import http_request_type
+
+    config = host.section("orchestration", OrchestrationConfig)
+    task_types.add("http_request", http_request_type(config))
+
+
+@hookimpl
+def noa_register_commands(commands: Registry[Any]) -> None:
+    from noa.builtin_plugins.orchestration.cli import tasks
+
+    commands.add("tasks", tasks)
+
+
 @hookimpl
 async def noa_startup(host: Host) -> None:
+    from noa.builtin_plugins.orchestration.events import Events
     from noa.builtin_plugins.orchestration.store import TaskStore
     from noa.builtin_plugins.orchestration.worker import Worker
     from noa.builtin_plugins.orchestration.workflow_store import WorkflowStore
@@ -101,9 +129,12 @@ async def noa_startup(host: Host) -> None:
         task_types[contribution.name] = contribution.item
     config = host.section("orchestration", OrchestrationConfig)
     store = TaskStore(storage)
+    workflow_store = WorkflowStore(storage)
     worker = Worker(config, store, broker, task_types, metrics_of(host.state))
+    worker.events = Events(broker, store, workflow_store, buffer=config.events_buffer)
+    await worker.events.start()
     # Before the worker starts: its first poll catches up with running workflows.
-    host.state[_WORKFLOWS_KEY].start(store, WorkflowStore(storage), worker)
+    host.state[_WORKFLOWS_KEY].start(store, workflow_store, worker)
     await worker.start()
     host.state[_WORKER_KEY] = worker
     host.state[_TASKS_KEY].start(store, worker)
@@ -114,3 +145,4 @@ async def noa_shutdown(host: Host) -> None:
     worker = host.state.pop(_WORKER_KEY, None)
     if worker is not None:
         await worker.close()
+        await worker.events.close()

@@ -13,6 +13,7 @@ import uuid
 
 import msgspec
 from noa.builtin_plugins.orchestration.config import OrchestrationConfig
+from noa.builtin_plugins.orchestration.events import TaskEvent, TaskEventName, task_event
 from noa.builtin_plugins.orchestration.store import TaskStore, view_of
 from noa.builtin_plugins.orchestration.values import STATES, NewTask, TaskView
 from noa.builtin_plugins.orchestration.worker import Worker
@@ -25,6 +26,7 @@ from noa.plugin_sdk.errors import (
     TooManyRequests,
     Unprocessable,
 )
+from noa.plugin_sdk.ports.broker import BrokerPort
 from noa.plugin_sdk.tasks import InvalidTaskInput, TaskType
 
 __all__ = ["Tasks"]
@@ -126,7 +128,7 @@ class Tasks:
                 await worker.publish(task_id)
             except Exception:  # stored: the scheduler publishes it again later
                 log.warning("could not publish task %s; it will be dispatched later", task_id)
-        return await self.get(task_id), True
+        return await self._changed(task_id, "queued"), True
 
     async def get(self, task_id: str) -> TaskView:
         store, _ = self._ready
@@ -156,7 +158,7 @@ class Tasks:
                 code="task_finished",
             )
         worker.interrupt(task_id)
-        return await self.get(task_id)
+        return await self._changed(task_id, "cancelled")
 
     async def retry(self, task_id: str) -> TaskView:
         store, worker = self._ready
@@ -167,7 +169,28 @@ class Tasks:
                 code="task_not_dead",
             )
         worker.wake()
-        return await self.get(task_id)
+        return await self._changed(task_id, "requeued")
+
+    async def _changed(self, task_id: str, event: TaskEventName) -> TaskView:
+        """The task after a change made here, which is published as ``event``."""
+        store, worker = self._ready
+        row = await store.get(task_id)
+        if row is None:
+            raise NotFound(f"no task {task_id!r}", code="task_not_found", param="task_id")
+        worker.events.task(row, event)
+        return view_of(row)
+
+    async def current(self, task_id: str) -> TaskEvent:
+        """The task's present state as an event (the first of its event stream)."""
+        store, _ = self._ready
+        row = await store.get(task_id)
+        if row is None:
+            raise NotFound(f"no task {task_id!r}", code="task_not_found", param="task_id")
+        return task_event(row, "current")
+
+    @property
+    def broker(self) -> BrokerPort:
+        return self._ready[1].broker
 
 
 def _epoch(run_at: float | dt.datetime | None, now: float) -> float:

@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 from noa.builtin_plugins.orchestration.config import OrchestrationConfig
+from noa.builtin_plugins.orchestration.events import Events
 from noa.builtin_plugins.orchestration.store import TaskStore
 from noa.builtin_plugins.orchestration.values import TaskError
 from noa.plugin_sdk.metrics import MetricsRegistry
@@ -103,6 +104,8 @@ class Worker:
         # here, and on every scheduler poll (``True`` the first time, at start).
         self.on_finished: Callable[[str], Awaitable[None]] | None = None
         self.on_tick: Callable[[bool], Awaitable[None]] | None = None
+        # Progress events (set by the plugin once the broker is there; off until then).
+        self.events = Events()
         self._depth = metrics.gauge(
             "orchestration_queue_depth",
             "Queued tasks in the database (each live worker reports the same count: use max)",
@@ -198,6 +201,7 @@ class Worker:
             self._slots.release()
             return
         attempt = int(row["attempts"])
+        self.events.task(row, "started")
         context = _Context(self.store, self.name, task_id, attempt)
         task = asyncio.get_running_loop().create_task(self._run(row, context))
         self._runs[task_id] = _Run(task, context, attempt)
@@ -249,6 +253,7 @@ class Worker:
         self._duration.labels(type_name).observe(time.monotonic() - started)
         if await self.store.succeed(task_id, self.name, attempt, output):
             self._outcomes.labels(type_name, "succeeded").inc()
+            self.events.task(row, "succeeded")
             await self._ended(row)
 
     async def _ended(self, row: dict[str, Any]) -> None:
@@ -275,6 +280,9 @@ class Worker:
             retry_at = time.time() + backoff_s(self.config, attempt)
         if await self.store.fail(task_id, self.name, attempt, error, retry_at):
             self._outcomes.labels(type_name, "dead" if retry_at is None else "retried").inc()
+            self.events.task(
+                row, "dead" if retry_at is None else "retried", error=error, run_at=retry_at
+            )
             if retry_at is None:
                 await self._ended(row)
             log.info(
@@ -294,6 +302,7 @@ class Worker:
             self._outcomes.labels(type_name, "cancelled").inc()
             return
         await asyncio.shield(self.store.release(task_id, self.name, context.attempt))
+        self.events.tasks((task_id,), "released")
         self._outcomes.labels(type_name, "interrupted").inc()
 
     # -- stopping -----------------------------------------------------------------------

@@ -11,7 +11,10 @@ from typing import Annotated
 from litestar import Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent
 from noa.builtin_plugins.orchestration.api import ADMIN, READ, SUBMIT
+from noa.builtin_plugins.orchestration.events import workflow_subject
+from noa.builtin_plugins.orchestration.sse import follow
 from noa.builtin_plugins.orchestration.values import NewWorkflow, WorkflowView
 from noa.builtin_plugins.orchestration.workflows import Workflows
 from noa.plugin_sdk.auth import SCOPE_OPT
@@ -24,7 +27,9 @@ DEFAULT_WAIT_S = 60.0
 WaitSeconds = Annotated[float, QueryParameter(gt=0)]
 
 
-def workflow_handlers(workflows: Workflows) -> list[HTTPRouteHandler]:
+def workflow_handlers(
+    workflows: Workflows, stream_max_s: float | None = None
+) -> list[HTTPRouteHandler]:
     tags = ["workflows"]
     body_limit = workflows.config.max_input_bytes + _ENVELOPE_BYTES
 
@@ -73,6 +78,26 @@ def workflow_handlers(workflows: Workflows) -> list[HTTPRouteHandler]:
         """Its state and each step's state, task, input, output and error."""
         return await workflows.get(workflow_id)
 
+    @get(
+        "/v1/workflows/{workflow_id:str}/events",
+        summary="Follow a workflow's progress (Server-Sent Events)",
+        tags=tags,
+        opt={SCOPE_OPT: READ},
+    )
+    async def events(workflow_id: FromPath[str]) -> ServerSentEvent:
+        """``text/event-stream``: the workflow's current state (``event: workflow``: its
+        state and each step's), then its steps' task events (``event: task``, with
+        ``step_id``) and each change of the workflow; ends once it is no longer
+        ``running``. 404 for an unknown workflow."""
+        return await follow(
+            workflows.broker,
+            workflow_subject(workflow_id),
+            lambda: workflows.current(workflow_id),
+            kind="workflow",
+            heartbeat_s=workflows.config.events_heartbeat_s,
+            max_s=stream_max_s,
+        )
+
     @post(
         "/v1/workflows/{workflow_id:str}/cancel",
         summary="Cancel a workflow",
@@ -85,4 +110,4 @@ def workflow_handlers(workflows: Workflows) -> list[HTTPRouteHandler]:
         ended keep their results. 409 once the workflow ended."""
         return await workflows.cancel(workflow_id)
 
-    return [submit, run, show, cancel]
+    return [submit, run, show, events, cancel]

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 from noa.builtin_plugins.orchestration.config import OrchestrationConfig
+from noa.builtin_plugins.orchestration.events import WorkflowEvent, workflow_event
 from noa.builtin_plugins.orchestration.references import BrokenReference, resolve
 from noa.builtin_plugins.orchestration.store import TABLE as _TASKS
 from noa.builtin_plugins.orchestration.store import TaskStore
@@ -45,6 +46,7 @@ from noa.plugin_sdk.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
+from noa.plugin_sdk.ports.broker import BrokerPort
 from noa.plugin_sdk.ports.storage import SqlRunner
 
 __all__ = ["Workflows"]
@@ -65,9 +67,10 @@ def _json(value: Any) -> str:
 class _Advance:
     """What an advancement did that must be told to the worker once committed."""
 
-    __slots__ = ("cancelled", "started")
+    __slots__ = ("cancelled", "started", "workflow_id")
 
-    def __init__(self) -> None:
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
         self.started = 0
         self.cancelled: list[str] = []
 
@@ -186,6 +189,20 @@ class Workflows:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 0.25)
 
+    async def current(self, workflow_id: str) -> WorkflowEvent:
+        """The workflow's present state as an event (the first of its event stream)."""
+        _, store, _ = self._ready
+        event = await workflow_event(store, workflow_id, "current")
+        if event is None:
+            raise NotFound(
+                f"no workflow {workflow_id!r}", code="workflow_not_found", param="workflow_id"
+            )
+        return event
+
+    @property
+    def broker(self) -> BrokerPort:
+        return self._ready[2].broker
+
     # -- advancing ----------------------------------------------------------------------
 
     async def advance(self, workflow_id: str) -> None:
@@ -209,10 +226,12 @@ class Workflows:
             worker.interrupt(task_id)
         if done.started:
             worker.wake()  # the scheduler publishes the new tasks
+        worker.events.tasks(done.cancelled, "cancelled")
+        worker.events.workflow(done.workflow_id)
 
     async def _advance(self, tx: SqlRunner, workflow_id: str) -> _Advance:
         tasks_store, store, worker = self._ready
-        done = _Advance()
+        done = _Advance(workflow_id)
         workflow = await store.lock(tx, workflow_id)
         if workflow is None:
             return done
