@@ -100,3 +100,28 @@ async def test_scheduled_tasks_wait_for_their_time(serve: Any, submit: Any, fini
         done = await finished(noa, low["id"])
         assert done["output"] >= at
         assert done["run_at"] == at
+
+
+async def test_a_worker_without_the_task_type_leaves_the_task_for_one_with_it(
+    serve: Any, submit: Any, finished: Any
+) -> None:
+    """Mixed deployments and rolling upgrades: a server lacking a type's plugin neither
+    runs nor fails that type's tasks; a server with it runs them."""
+
+    async def ghost(ctx: TaskContext, job: dict[str, Any]) -> str:
+        return "boo"
+
+    async def echo(ctx: TaskContext, job: dict[str, Any]) -> int:
+        return 1
+
+    async with serve({"ghost": TaskType(ghost), "echo": TaskType(echo)}) as noa:
+        task = await submit(noa, type="ghost", run_at=time.time() + 0.3)
+    async with serve({"echo": TaskType(echo)}) as noa:
+        await asyncio.sleep(1.0)  # due, published and offered to this worker many times
+        waiting = (await noa.client.get(f"/v1/tasks/{task['id']}")).json()
+        assert (waiting["state"], waiting["attempts"]) == ("queued", 0)
+        other = await finished(noa, (await submit(noa, type="echo"))["id"])
+        assert other["state"] == "succeeded"
+    async with serve({"ghost": TaskType(ghost)}) as noa:
+        done = await finished(noa, task["id"])
+        assert (done["state"], done["output"], done["attempts"]) == ("succeeded", "boo", 1)

@@ -10,6 +10,7 @@ while a task runs; a task whose lease ran out is taken back.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -157,18 +158,27 @@ class TaskStore:
 
     # -- workers ------------------------------------------------------------------------
 
-    async def claim(self, task_id: str, worker: str, lease_s: float) -> dict[str, Any] | None:
+    async def claim(
+        self, task_id: str, worker: str, lease_s: float, types: Sequence[str]
+    ) -> dict[str, Any] | None:
         """Queued and due -> running for ``worker``; the row, or ``None`` when another
-        delivery, a cancel or a schedule got there first."""
+        delivery, a cancel or a schedule got there first, or when the task's type is not
+        among ``types`` (the worker lacks its plugin: the task stays queued for one that
+        has it, and is published again after ``redispatch_after_s``)."""
+        if not types:
+            return None
         now = time.time()
+        marks = ", ".join(f"${n}" for n in range(5, 5 + len(types)))
         changed = await self.db.execute(
             f"UPDATE {TABLE} SET state = 'running', attempts = attempts + 1, worker = $2, "
             "lease_until = $3, started_at = $4, updated_at = $4, progress = 0, "
-            "progress_message = '' WHERE id = $1 AND state = 'queued' AND run_at <= $4",
+            "progress_message = '' WHERE id = $1 AND state = 'queued' AND run_at <= $4 "
+            f"AND type IN ({marks})",
             task_id,
             worker,
             now + lease_s,
             now,
+            *types,
         )
         if changed != 1:
             return None

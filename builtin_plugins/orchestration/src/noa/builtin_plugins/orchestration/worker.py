@@ -193,7 +193,9 @@ class Worker:
             raise RuntimeError("worker shutting down")  # back to the broker, for another
         await asyncio.wait_for(self._slots.acquire(), CLAIM_WAIT_S)
         try:
-            row = await self.store.claim(task_id, self.name, self.config.lease_s)
+            row = await self.store.claim(
+                task_id, self.name, self.config.lease_s, list(self.task_types)
+            )
         except BaseException:
             self._slots.release()
             raise
