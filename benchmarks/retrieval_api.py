@@ -42,15 +42,9 @@ import httpx
 import numpy as np
 from inference_http import NOA, ROOT, free_port, wait_ready
 from noa.builtin_plugins.retrieval.embedded import EmbeddedVectorStore
-from noa.plugin_sdk.ports.vectors import Point
+from vectors_embedded import FILTERS, DataSet
 
-TAGS = ["red", "green", "blue", "cyan"]
 FIELDS = {"group": "integer", "tag": "keyword", "rank": "float"}
-FILTERS: dict[str, dict[str, Any]] = {
-    "none": {},
-    "group=3 (10%)": {"group": 3},
-    "tag any 2 & rank>=0.5 (25%)": {"tag": {"any": ["red", "blue"]}, "rank": {"gte": 0.5}},
-}
 WORDS = ["river", "mountain", "quiet", "engine", "lantern", "harbor", "violet", "copper"]
 
 
@@ -77,45 +71,7 @@ def start_server(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-class Data:
-    def __init__(self, size: int, queries: int) -> None:
-        rng = np.random.default_rng(7)
-        self.matrix = rng.standard_normal((size, 384), dtype=np.float32)
-        self.matrix /= np.linalg.norm(self.matrix, axis=1, keepdims=True)
-        self.groups = np.arange(size) % 10
-        self.tags = rng.integers(0, len(TAGS), size)
-        self.ranks = rng.random(size)
-        self.masks = {
-            "none": np.ones(size, dtype=bool),
-            "group=3 (10%)": self.groups == 3,
-            "tag any 2 & rank>=0.5 (25%)": np.isin(self.tags, [0, 2]) & (self.ranks >= 0.5),
-        }
-        self.queries = rng.standard_normal((queries, 384)).astype(np.float32)
-        self.queries /= np.linalg.norm(self.queries, axis=1, keepdims=True)
-        self.best: dict[str, list[set[str]]] = {}
-        for label, mask in self.masks.items():
-            rows = np.flatnonzero(mask)
-            scores = self.matrix[rows].astype(np.float64) @ self.queries.astype(np.float64).T
-            self.best[label] = [
-                {f"v{i}" for i in rows[np.argsort(-column)[:10]]} for column in scores.T
-            ]
-
-    def points(self, start: int, end: int) -> list[Point]:
-        return [
-            Point(
-                id=f"v{i}",
-                vector=self.matrix[i],
-                payload={
-                    "group": int(self.groups[i]),
-                    "tag": TAGS[self.tags[i]],
-                    "rank": float(self.ranks[i]),
-                },
-            )
-            for i in range(start, end)
-        ]
-
-
-def api_searches(client: httpx.Client, data: Data) -> dict[str, Any]:
+def api_searches(client: httpx.Client, data: DataSet) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for label, where in FILTERS.items():
         times, found = [], 0
@@ -132,7 +88,7 @@ def api_searches(client: httpx.Client, data: Data) -> dict[str, Any]:
     return result
 
 
-async def driver_searches(store: EmbeddedVectorStore, data: Data) -> dict[str, Any]:
+async def driver_searches(store: EmbeddedVectorStore, data: DataSet) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for label, where in FILTERS.items():
         times, found = [], 0
@@ -146,7 +102,7 @@ async def driver_searches(store: EmbeddedVectorStore, data: Data) -> dict[str, A
     return result
 
 
-def numpy_searches(data: Data) -> dict[str, Any]:
+def numpy_searches(data: DataSet) -> dict[str, Any]:
     times = []
     for query in data.queries:
         began = time.perf_counter()
@@ -181,13 +137,13 @@ def api_ingest(client: httpx.Client, docs: int) -> dict[str, Any]:
     }
 
 
-async def fill(path: Path, data: Data) -> tuple[EmbeddedVectorStore, float]:
+async def fill(path: Path, data: DataSet) -> tuple[EmbeddedVectorStore, float]:
     store = EmbeddedVectorStore(path)
     await store.start()
     size = len(data.matrix)
     began = time.perf_counter()
     for start in range(0, size, 1000):
-        await store.upsert("bench", data.points(start, min(size, start + 1000)))
+        await store.upsert("bench", data.points(range(start, min(size, start + 1000))))
     return store, time.perf_counter() - began
 
 
@@ -202,7 +158,7 @@ def text_searches(client: httpx.Client, queries: int) -> dict[str, float]:
 
 
 def run(size: int, queries: int, docs: int) -> dict[str, Any]:
-    data = Data(size, queries)
+    data = DataSet(size, 384, queries)
     with tempfile.TemporaryDirectory(prefix="noa-retrieval-bench-") as workdir:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
