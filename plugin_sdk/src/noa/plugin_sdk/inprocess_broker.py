@@ -4,10 +4,11 @@ It is the ``inprocess`` driver of the broker slot (the embedded profile) and the
 reference driver the SDK's broker contract is checked against.
 
 Every subscription and every consumer is one task reading its own ``asyncio.Queue``, so
-a handler sees messages one at a time and in publish order, and a slow handler never
-blocks the publisher. Nothing survives the process: a work queue exists from its first
-:meth:`~InProcessBroker.consume` until :meth:`~InProcessBroker.close`, and keeps messages
-published while it has no consumer.
+a handler sees messages one at a time and in publish order (a consumer with
+``concurrency`` above 1 runs that many handler calls at once, each in a task of its
+own), and a slow handler never blocks the publisher. Nothing survives the process: a
+work queue exists from its first :meth:`~InProcessBroker.consume` until
+:meth:`~InProcessBroker.close`, and keeps messages published while it has no consumer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from noa.plugin_sdk.ports.broker import (
     Message,
     MessageHandler,
     Subscription,
+    check_consume_arguments,
     dead_letter_subject,
     subject_matches,
     validate_subject,
@@ -93,44 +95,74 @@ class _Consumer(_Worker):
         work: asyncio.Queue[_Work],
         max_deliveries: int,
         ack_timeout_s: float,
+        concurrency: int,
     ) -> None:
         super().__init__(broker, queue, handler)
         self._work = work
         self._max_deliveries = max_deliveries
         self._ack_timeout_s = ack_timeout_s
+        self._concurrency = concurrency
+        self._running: set[asyncio.Task[None]] = set()
+        self._unsubscriber: asyncio.Task[None] | None = None
+
+    async def unsubscribe(self) -> None:
+        current = asyncio.current_task()
+        if current in self._running:  # from inside a handler: it finishes, the others stop
+            self._unsubscriber = current
+        await super().unsubscribe()
 
     async def _run(self) -> None:
-        while not self._stopping:
-            item = await self._work.get()
-            delivery = item.failures + 1
-            message = Message(
-                subject=item.subject,
-                payload=item.payload,
-                headers=dict(item.headers),
-                delivery=delivery,
+        if self._concurrency == 1:
+            while not self._stopping:
+                await self._deliver(await self._work.get())
+            return
+        slots = asyncio.Semaphore(self._concurrency)
+        try:
+            while not self._stopping:
+                await slots.acquire()
+                try:
+                    item = await self._work.get()
+                except BaseException:
+                    slots.release()
+                    raise
+                task = asyncio.create_task(self._deliver(item))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            others = [t for t in self._running if t is not self._unsubscriber]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+    async def _deliver(self, item: _Work) -> None:
+        delivery = item.failures + 1
+        message = Message(
+            subject=item.subject,
+            payload=item.payload,
+            headers=dict(item.headers),
+            delivery=delivery,
+        )
+        try:
+            async with asyncio.timeout(self._ack_timeout_s):
+                await self._handler(message)
+        except asyncio.CancelledError:
+            # Stopped mid-message: give it back to the queue's other consumers as is.
+            self._work.put_nowait(item)
+            raise
+        except Exception:
+            logger.warning(
+                "consumer of %r failed delivery %d of %d",
+                self.pattern,
+                delivery,
+                self._max_deliveries,
+                exc_info=True,
             )
-            try:
-                async with asyncio.timeout(self._ack_timeout_s):
-                    await self._handler(message)
-            except asyncio.CancelledError:
-                # Stopped mid-message: give it back to the queue's other consumers as is.
-                self._work.put_nowait(item)
-                raise
-            except Exception:
-                logger.warning(
-                    "consumer of %r failed delivery %d of %d",
-                    self.pattern,
-                    delivery,
-                    self._max_deliveries,
-                    exc_info=True,
-                )
-                if delivery >= self._max_deliveries:
-                    headers = {**item.headers, DELIVERIES_HEADER: str(delivery)}
-                    await self._broker.publish(
-                        dead_letter_subject(self.pattern), item.payload, headers
-                    )
-                else:
-                    self._work.put_nowait(item._replace(failures=delivery))
+            if delivery >= self._max_deliveries:
+                headers = {**item.headers, DELIVERIES_HEADER: str(delivery)}
+                await self._broker.publish(dead_letter_subject(self.pattern), item.payload, headers)
+            else:
+                self._work.put_nowait(item._replace(failures=delivery))
 
 
 class InProcessBroker:
@@ -172,15 +204,13 @@ class InProcessBroker:
         *,
         max_deliveries: int = 5,
         ack_timeout_s: float = 30.0,
+        concurrency: int = 1,
     ) -> Subscription:
         self._check_open()
         validate_subject(queue, wildcards=False)
-        if max_deliveries < 1:
-            raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries}")
-        if not ack_timeout_s > 0:
-            raise ValueError(f"ack_timeout_s must be positive, got {ack_timeout_s}")
+        check_consume_arguments(max_deliveries, ack_timeout_s, concurrency)
         work = self._queues.setdefault(queue, asyncio.Queue())
-        consumer = _Consumer(self, queue, handler, work, max_deliveries, ack_timeout_s)
+        consumer = _Consumer(self, queue, handler, work, max_deliveries, ack_timeout_s, concurrency)
         self._consumers.append(consumer)
         consumer.start()
         return consumer

@@ -34,6 +34,7 @@ __all__ = [
     "Message",
     "MessageHandler",
     "Subscription",
+    "check_consume_arguments",
     "dead_letter_subject",
     "subject_matches",
     "validate_subject",
@@ -96,8 +97,11 @@ class BrokerPort(Protocol):
         *,
         max_deliveries: int = 5,
         ack_timeout_s: float = 30.0,
+        concurrency: int = 1,
     ) -> Subscription:
-        """Take work from the queue subject ``queue`` (no wildcards), one message at a time.
+        """Take work from the queue subject ``queue`` (no wildcards): up to
+        ``concurrency`` messages at a time, each handler call in its own task (with 1,
+        the default, one after the other in the order the broker hands them out).
 
         Returning acknowledges the message. Raising, or running past ``ack_timeout_s``
         (the handler is cancelled then), gives it back for redelivery (a driver may
@@ -105,7 +109,8 @@ class BrokerPort(Protocol):
         ``<queue>.dead`` instead. Several consumers
         of one queue share its messages. Messages published before the first consumer
         of a queue exists are kept only by a persistent driver (NATS JetStream).
-        ``ValueError`` for ``max_deliveries < 1`` or an ``ack_timeout_s`` not positive.
+        ``ValueError`` for ``max_deliveries < 1``, an ``ack_timeout_s`` not positive or
+        ``concurrency < 1``.
         """
         ...
 
@@ -116,6 +121,17 @@ class BrokerPort(Protocol):
     async def close(self) -> None:
         """Stop every subscription and release connections. Calling it again does nothing."""
         ...
+
+
+def check_consume_arguments(max_deliveries: int, ack_timeout_s: float, concurrency: int) -> None:
+    """Raise ``ValueError`` for arguments :meth:`BrokerPort.consume` refuses (drivers
+    call it so every driver refuses the same ones)."""
+    if max_deliveries < 1:
+        raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries}")
+    if not ack_timeout_s > 0:
+        raise ValueError(f"ack_timeout_s must be positive, got {ack_timeout_s}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
 
 
 def dead_letter_subject(queue: str) -> str:

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from nats.aio.client import Client
@@ -37,6 +37,7 @@ from noa.plugin_sdk.ports.broker import (
     DELIVERIES_HEADER,
     Message,
     MessageHandler,
+    check_consume_arguments,
     dead_letter_subject,
     validate_subject,
 )
@@ -249,12 +250,10 @@ class NatsBroker:
         *,
         max_deliveries: int = 5,
         ack_timeout_s: float = 30.0,
+        concurrency: int = 1,
     ) -> _Subscription:
         validate_subject(queue, wildcards=False)
-        if max_deliveries < 1:
-            raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries}")
-        if not ack_timeout_s > 0:
-            raise ValueError(f"ack_timeout_s must be positive, got {ack_timeout_s}")
+        check_consume_arguments(max_deliveries, ack_timeout_s, concurrency)
         js = self._client().jetstream()
         durable = "q_" + hashlib.sha256(queue.encode()).hexdigest()[:24]
         psub = await js.pull_subscribe(
@@ -269,11 +268,19 @@ class NatsBroker:
             ),
         )
         stopping = asyncio.Event()
-        task = asyncio.create_task(
-            self._pull(queue, psub, handler, max_deliveries, ack_timeout_s, stopping)
-        )
+        running: set[asyncio.Task[None]] = set()
+
+        def deliver(msg: Msg) -> Coroutine[Any, Any, None]:
+            return self._handle(queue, msg, handler, max_deliveries, ack_timeout_s)
+
+        task = asyncio.create_task(self._pull(queue, psub, deliver, concurrency, running, stopping))
 
         async def stop() -> None:
+            # A handler unsubscribing its own consumer finishes; the others are cancelled
+            # (their messages come back after the ack wait).
+            current = asyncio.current_task()
+            if current is not None:
+                running.discard(current)
             # The flag as well as the cancel: nats-py's fetch can swallow a cancellation
             # that lands at the wrong moment, and the loop would then fetch forever.
             stopping.set()
@@ -294,22 +301,35 @@ class NatsBroker:
         self,
         queue: str,
         psub: Any,
-        handler: MessageHandler,
-        max_deliveries: int,
-        ack_timeout_s: float,
+        deliver: Callable[[Msg], Coroutine[Any, Any, None]],
+        concurrency: int,
+        running: set[asyncio.Task[None]],
         stopping: asyncio.Event,
     ) -> None:
-        while not stopping.is_set():
-            try:
-                batch = await psub.fetch(1, timeout=1.0)
-            except NatsTimeoutError:
-                continue
-            except (NatsError, OSError) as exc:
-                log.debug("fetch from %r failed (%s); retrying", queue, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in batch:
-                await self._handle(queue, msg, handler, max_deliveries, ack_timeout_s)
+        """Fetch as many messages as there are free handler slots (waiting for one to
+        free up when all are busy); each is handled in a task of its own."""
+        try:
+            while not stopping.is_set():
+                if len(running) >= concurrency:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    batch = await psub.fetch(concurrency - len(running), timeout=1.0)
+                except NatsTimeoutError:
+                    continue
+                except (NatsError, OSError) as exc:
+                    log.debug("fetch from %r failed (%s); retrying", queue, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in batch:
+                    handling = asyncio.create_task(deliver(msg))
+                    running.add(handling)
+                    handling.add_done_callback(running.discard)
+        finally:
+            for handling in running:
+                handling.cancel()
+            if running:
+                await asyncio.wait(running, timeout=STOP_TIMEOUT_S)
 
     async def _handle(
         self,

@@ -291,12 +291,37 @@ class BrokerContract(abc.ABC):
         finally:
             release.set()
 
+    async def test_consume_with_concurrency_runs_that_many_handlers_at_once(
+        self, driver: BrokerPort, prefix: str
+    ) -> None:
+        queue = f"{prefix}.parallel"
+        started = self.inbox()
+        release = asyncio.Event()
+
+        async def waits(message: Message) -> None:
+            await started(message)
+            await release.wait()
+
+        await driver.consume(queue, waits, max_deliveries=3, ack_timeout_s=30.0, concurrency=3)
+        for n in range(4):
+            await driver.publish(queue, str(n).encode())
+        try:
+            await started.wait_for_count(3)
+            await asyncio.sleep(0.3)
+            assert len(started.messages) == 3  # the fourth waits for a free slot
+        finally:
+            release.set()
+        await started.wait_for_count(4)
+        assert sorted(started.payloads) == [b"0", b"1", b"2", b"3"]
+
     async def test_consume_refuses_bad_arguments(self, driver: BrokerPort, prefix: str) -> None:
         inbox = self.inbox()
         with pytest.raises(BadRequest):
             await driver.consume(f"{prefix}.*", inbox)
         with pytest.raises(ValueError, match="max_deliveries"):
             await driver.consume(f"{prefix}.q", inbox, max_deliveries=0)
+        with pytest.raises(ValueError, match="concurrency"):
+            await driver.consume(f"{prefix}.q", inbox, concurrency=0)
         with pytest.raises(ValueError, match="ack_timeout_s"):
             await driver.consume(f"{prefix}.q", inbox, ack_timeout_s=0)
 
