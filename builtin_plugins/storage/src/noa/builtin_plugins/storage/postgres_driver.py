@@ -58,6 +58,14 @@ class _Runner:
         return None if row is None else dict(row)
 
 
+async def _keep_session(conn: Any) -> None:
+    """What a connection needs on its way back to the pool: nothing beyond the rollback
+    of an unfinished transaction, which asyncpg does before calling this. Statements
+    through this driver leave no session state (no SET, LISTEN, cursors or session
+    advisory locks), so asyncpg's default reset (``RESET ALL; UNLISTEN *; ...``), one
+    more round trip after every statement, would undo nothing."""
+
+
 def _unavailable(
     exc: BaseException, what: str = "the database is unavailable"
 ) -> ServiceUnavailable:
@@ -139,6 +147,7 @@ class PostgresStorage:
                         max_inactive_connection_lifetime=self._idle_timeout,
                         command_timeout=self._timeout,
                         timeout=self._acquire_timeout,
+                        reset=_keep_session,
                     )
                 )
         return self._pool
