@@ -23,7 +23,6 @@ from noa.plugin_sdk.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
-    TooManyRequests,
     Unprocessable,
 )
 from noa.plugin_sdk.ports.broker import BrokerPort
@@ -93,14 +92,7 @@ class Tasks:
                 code="timeout_too_large",
                 param="timeout_s",
             )
-        queued = await store.count_queued()
-        if queued >= self.config.max_queued:
-            raise TooManyRequests(
-                f"{queued} tasks are queued, the most this server accepts "
-                "(orchestration.max_queued); retry after the Retry-After delay",
-                code="queue_full",
-                headers={"Retry-After": str(self.config.retry_after_s)},
-            )
+        worker.bound.check()
         now = time.time()
         run_at = _epoch(new.run_at, now)
         due = run_at <= now
@@ -117,18 +109,20 @@ class Tasks:
             idempotency_key=new.idempotency_key,
             dispatched_at=now if due else 0.0,
         )
-        if not created:  # the same key, submitted concurrently
+        if created is None:  # the same key, submitted concurrently
             assert new.idempotency_key is not None
             existing = await store.by_idempotency_key(new.idempotency_key)
             if existing is None:
                 raise Conflict("the idempotency key is in use", code="idempotency_conflict")
             return view_of(existing), False
+        worker.bound.added()
         if due:
             try:
                 await worker.publish(task_id)
             except Exception:  # stored: the scheduler publishes it again later
                 log.warning("could not publish task %s; it will be dispatched later", task_id)
-        return await self._changed(task_id, "queued"), True
+        worker.events.task(created, "queued")
+        return view_of(created), True
 
     async def get(self, task_id: str) -> TaskView:
         store, _ = self._ready

@@ -24,6 +24,17 @@ TABLE = "noa_orchestration_task"
 
 _error = msgspec.json.Decoder(TaskError)
 
+_COLUMNS = (
+    "id", "type", "state", "priority", "input", "output", "error", "attempts", "max_retries",
+    "timeout_s", "idempotent", "run_at", "idempotency_key", "worker", "lease_until",
+    "dispatched_at", "progress", "progress_message", "created_at", "updated_at", "started_at",
+    "finished_at", "workflow_id", "step_id",
+)  # fmt: skip
+_INSERT = (
+    f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(_COLUMNS) + 1))})"
+)
+
 
 def _text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
@@ -78,37 +89,44 @@ class TaskStore:
         workflow_id: str = "",
         step_id: str = "",
         runner: SqlRunner | None = None,
-    ) -> bool:
-        """Store a new queued task; ``False`` when its idempotency key is taken.
-        ``runner``: an open transaction to store it in (a workflow starting a step)."""
+    ) -> dict[str, Any] | None:
+        """Store a new queued task and return its row (as it was stored, without
+        reading it back); ``None`` when its idempotency key is taken. ``runner``: an open
+        transaction to store it in (a workflow starting a step)."""
         now = time.time()
+        row: dict[str, Any] = {
+            "id": task_id,
+            "type": type,
+            "state": "queued",
+            "priority": priority,
+            "input": input_json,
+            "output": "",
+            "error": "",
+            "attempts": 0,
+            "max_retries": max_retries,
+            "timeout_s": timeout_s,
+            "idempotent": idempotent,
+            "run_at": run_at,
+            "idempotency_key": idempotency_key,
+            "worker": "",
+            "lease_until": 0.0,
+            "dispatched_at": dispatched_at,
+            "progress": 0.0,
+            "progress_message": "",
+            "created_at": now,
+            "updated_at": now,
+            "started_at": 0.0,
+            "finished_at": 0.0,
+            "workflow_id": workflow_id,
+            "step_id": step_id,
+        }
         try:
-            await (runner or self.db).execute(
-                f"INSERT INTO {TABLE} (id, type, state, priority, input, output, error, "
-                "attempts, max_retries, timeout_s, idempotent, run_at, idempotency_key, "
-                "worker, lease_until, dispatched_at, progress, progress_message, created_at, "
-                "updated_at, started_at, finished_at, workflow_id, step_id) VALUES ($1, $2, "
-                "'queued', $3, $4, '', '', 0, $5, $6, $7, $8, $9, '', 0, $10, 0, '', $11, $11, "
-                "0, 0, $12, $13)",
-                task_id,
-                type,
-                priority,
-                input_json,
-                max_retries,
-                timeout_s,
-                idempotent,
-                run_at,
-                idempotency_key,
-                dispatched_at,
-                now,
-                workflow_id,
-                step_id,
-            )
+            await (runner or self.db).execute(_INSERT, *(row[name] for name in _COLUMNS))
         except Conflict:
             if idempotency_key is None:
                 raise
-            return False
-        return True
+            return None
+        return row
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         return await self.db.fetch_one(f"SELECT * FROM {TABLE} WHERE id = $1", task_id)
@@ -169,22 +187,17 @@ class TaskStore:
             return None
         now = time.time()
         marks = ", ".join(f"${n}" for n in range(5, 5 + len(types)))
-        changed = await self.db.execute(
+        row = await self.db.fetch_one(
             f"UPDATE {TABLE} SET state = 'running', attempts = attempts + 1, worker = $2, "
             "lease_until = $3, started_at = $4, updated_at = $4, progress = 0, "
             "progress_message = '' WHERE id = $1 AND state = 'queued' AND run_at <= $4 "
-            f"AND type IN ({marks})",
+            f"AND type IN ({marks}) RETURNING *",
             task_id,
             worker,
             now + lease_s,
             now,
             *types,
         )
-        if changed != 1:
-            return None
-        row = await self.get(task_id)
-        if row is None or row["state"] != "running" or row["worker"] != worker:
-            return None
         return row
 
     async def succeed(self, task_id: str, worker: str, attempt: int, output_json: str) -> bool:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from noa.builtin_plugins.orchestration.bound import QueueBound
 from noa.builtin_plugins.orchestration.config import OrchestrationConfig
 from noa.builtin_plugins.orchestration.events import Events
 from noa.builtin_plugins.orchestration.store import TaskStore
@@ -100,6 +101,7 @@ class Worker:
         self._loop: asyncio.Task[None] | None = None
         self._closing = False
         self._wake = asyncio.Event()
+        self.bound = QueueBound(config)
         # Set by the workflows: called with a workflow id when one of its tasks ended
         # here, and on every scheduler poll (``True`` the first time, at start).
         self.on_finished: Callable[[str], Awaitable[None]] | None = None
@@ -126,6 +128,7 @@ class Worker:
             self._on_message,
             max_deliveries=100,
             ack_timeout_s=CLAIM_WAIT_S + 30.0,
+            concurrency=self.config.concurrency,
         )
         self._loop = asyncio.get_running_loop().create_task(self._schedule())
 
@@ -176,7 +179,9 @@ class Worker:
             task_id = str(row["id"])
             if await store.mark_dispatched(task_id, float(row["dispatched_at"])):
                 await self.publish(task_id)
-        self._depth.set(await store.count_queued())
+        queued = await store.count_queued()
+        self._depth.set(queued)
+        self.bound.counted(queued)
 
     # -- running ------------------------------------------------------------------------
 

@@ -44,7 +44,6 @@ from noa.plugin_sdk.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
-    TooManyRequests,
 )
 from noa.plugin_sdk.ports.broker import BrokerPort
 from noa.plugin_sdk.ports.storage import SqlRunner
@@ -96,7 +95,7 @@ class Workflows:
     async def submit(self, new: NewWorkflow) -> WorkflowView:
         """Check, store and start a workflow; answered once stored (and its first steps
         queued, in the same transaction)."""
-        tasks, store, worker = self._ready
+        _, store, worker = self._ready
         order = check_workflow(new, worker.task_types, self.config.max_workflow_steps)
         size = len(_json([step.input for step in new.steps]))
         if size > self.config.max_input_bytes:
@@ -106,14 +105,7 @@ class Workflows:
                 code="input_too_large",
                 param="steps",
             )
-        queued = await tasks.count_queued()
-        if queued >= self.config.max_queued:
-            raise TooManyRequests(
-                f"{queued} tasks are queued, the most this server accepts "
-                "(orchestration.max_queued); retry after the Retry-After delay",
-                code="queue_full",
-                headers={"Retry-After": str(self.config.retry_after_s)},
-            )
+        worker.bound.check()
         position = {step_id: n for n, step_id in enumerate(order)}
         rows = [
             {
@@ -132,6 +124,7 @@ class Workflows:
         async with store.db.transaction() as tx:
             await store.insert(tx, workflow_id, new.failure_policy, new.max_parallel, rows)
             done = await self._advance(tx, workflow_id)
+        worker.bound.added(done.started)
         self._tell(worker, done)
         return await self.get(workflow_id)
 
