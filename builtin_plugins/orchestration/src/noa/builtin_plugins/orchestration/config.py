@@ -15,7 +15,9 @@ Positive = Annotated[float, msgspec.Meta(gt=0)]
 class OrchestrationConfig(PluginConfig, frozen=True):
     # Tasks one worker process runs at the same time.
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 8
-    # Queued tasks (waiting or scheduled) past which a submission gets 429.
+    # Queued tasks (waiting or scheduled) past which a submission gets 429. Checked
+    # against the count read at every poll plus this process's submissions since: with
+    # several processes it may overshoot by what the others accepted in one poll.
     max_queued: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     # The Retry-After (seconds) of that 429.
     retry_after_s: Annotated[int, msgspec.Meta(ge=1)] = 5
