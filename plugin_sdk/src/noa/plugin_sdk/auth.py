@@ -10,14 +10,24 @@ the caller with one of the :class:`AuthScheme` objects plugins contributed throu
 
 Scopes are ``area:action`` strings (``inference:invoke``, ``auth:admin``). A principal
 holding ``*`` has every scope, one holding ``area:*`` every scope of that area.
+
+A transport gets the policy from :func:`access_policy` (the auth plugin's, or
+:class:`LoopbackOnly` when none is enabled) and describes each call with
+:func:`access_request`, so HTTP routes, WebSockets and other transports are decided by
+one policy in one way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any, Protocol, runtime_checkable
+import logging
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
+from noa.plugin_sdk.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from noa.plugin_sdk.host import Host
 
 __all__ = [
     "ANY_SCOPE",
@@ -29,11 +39,16 @@ __all__ = [
     "AccessRequest",
     "AuthScheme",
     "Grant",
+    "LoopbackOnly",
     "Principal",
     "RateLimit",
+    "access_policy",
+    "access_request",
     "is_loopback",
     "scope_granted",
 ]
+
+log = logging.getLogger("noa.auth")
 
 #: The scope that grants every other one; also what an undeclared route needs.
 ANY_SCOPE = "*"
@@ -156,3 +171,64 @@ class AccessPolicy(Protocol):
     returns a :class:`Grant` otherwise."""
 
     async def authorize(self, request: AccessRequest) -> Grant: ...
+
+
+_LOCAL = Principal(subject="anonymous:local", scheme="anonymous", scopes=frozenset((ANY_SCOPE,)))
+# Where access_policy() keeps the policy it resolved, so every transport of a worker
+# shares one (and the fallback is announced once).
+_POLICY_STATE_KEY = "noa.access_policy"
+
+
+class LoopbackOnly:
+    """The policy when no auth plugin is enabled: local callers only, with every scope."""
+
+    async def authorize(self, request: AccessRequest) -> Grant:
+        if is_loopback(request.peer) and not any(
+            name in FORWARDING_HEADERS for name, _ in request.headers
+        ):
+            return Grant(principal=_LOCAL)
+        raise Unauthorized(
+            "this server has no authentication enabled and serves local callers only: "
+            "enable the 'auth' plugin to accept remote calls",
+            code="auth_not_configured",
+        )
+
+
+def access_policy(host: Host) -> AccessPolicy:
+    """The policy every transport of this worker asks: the one an auth plugin returns
+    from ``noa_access_policy``, else :class:`LoopbackOnly`. Call it at assembly."""
+    policy: AccessPolicy | None = host.state.get(_POLICY_STATE_KEY)
+    if policy is None:
+        policy = host.call_first("noa_access_policy", host=host)
+        if policy is None:
+            log.warning(
+                "no access policy (the 'auth' plugin is disabled): serving local callers only"
+            )
+            policy = LoopbackOnly()
+        host.state[_POLICY_STATE_KEY] = policy
+    return policy
+
+
+def access_request(
+    connection: Mapping[str, Any],
+    *,
+    group: str,
+    scope: str,
+    resource: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> AccessRequest:
+    """The :class:`AccessRequest` of an ASGI ``connection`` scope (``http`` or
+    ``websocket``), asking for ``scope`` in route group ``group``. ``headers`` replaces
+    the connection's own (a credential that came in another way, such as a WebSocket
+    subprotocol or first message, written as an ``Authorization`` header)."""
+    client = connection.get("client")
+    return AccessRequest(
+        method=connection.get("method", "GET"),  # a WebSocket handshake is a GET
+        path=connection["path"],
+        headers=connection["headers"] if headers is None else headers,
+        peer=client[0] if client else None,
+        secure=connection.get("scheme") in ("https", "wss"),
+        group=group,
+        scope=scope,
+        resource=resource,
+    )

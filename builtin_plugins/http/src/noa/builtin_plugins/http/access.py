@@ -12,8 +12,10 @@ A hook is cheaper than middleware (about 10 µs a request less), but a handler c
 override it or answer from Litestar's response cache before it runs; :func:`check_routes`
 refuses both at assembly, so no route can skip the check by accident.
 
-With no auth plugin enabled, :class:`LoopbackOnly` stands in: callers on this machine
-are served, everyone else gets 401. The server is never open by omission.
+With no auth plugin enabled, :class:`~noa.plugin_sdk.auth.LoopbackOnly` stands in
+(:func:`~noa.plugin_sdk.auth.access_policy` picks it): callers on this machine are
+served, everyone else gets 401. The server is never open by omission. Transports that
+are not HTTP routes (WebSockets) ask the same policy through the same SDK helpers.
 """
 
 from __future__ import annotations
@@ -24,17 +26,14 @@ from litestar import Litestar, Request
 from litestar.handlers import HTTPRouteHandler
 from noa.plugin_sdk.auth import (
     ANY_SCOPE,
-    FORWARDING_HEADERS,
     PRINCIPAL_STATE_KEY,
     RESOURCE_OPT,
     SCOPE_OPT,
     AccessPolicy,
-    AccessRequest,
-    Grant,
-    Principal,
-    is_loopback,
+    LoopbackOnly,
+    access_request,
 )
-from noa.plugin_sdk.errors import PluginError, Unauthorized
+from noa.plugin_sdk.errors import PluginError
 
 __all__ = [
     "GROUP_OPT",
@@ -53,23 +52,6 @@ PUBLIC_OPT = "noa_public"
 #: ``scope["state"]`` key of extra response headers, sent by the request-id layer.
 RESPONSE_HEADERS_STATE_KEY = "response_headers"
 
-_LOCAL = Principal(subject="anonymous:local", scheme="anonymous", scopes=frozenset((ANY_SCOPE,)))
-
-
-class LoopbackOnly:
-    """The policy when no auth plugin is enabled: local callers only, with every scope."""
-
-    async def authorize(self, request: AccessRequest) -> Grant:
-        if is_loopback(request.peer) and not any(
-            name in FORWARDING_HEADERS for name, _ in request.headers
-        ):
-            return Grant(principal=_LOCAL)
-        raise Unauthorized(
-            "this server has no authentication enabled and serves local callers only: "
-            "enable the 'auth' plugin to accept remote calls",
-            code="auth_not_configured",
-        )
-
 
 def access_hook(policy: AccessPolicy) -> Any:
     """The app's ``before_request`` hook asking ``policy`` about each request."""
@@ -83,14 +65,9 @@ def access_hook(policy: AccessPolicy) -> Any:
         if resource is not None:
             params = scope["path_params"]
             resource = resource(params) if callable(resource) else resource.format_map(params)
-        client = scope.get("client")
         grant = await policy.authorize(
-            AccessRequest(
-                method=scope["method"],
-                path=scope["path"],
-                headers=scope["headers"],
-                peer=client[0] if client else None,
-                secure=scope.get("scheme") == "https",
+            access_request(
+                scope,
                 group=opt.get(GROUP_OPT, ""),
                 scope=opt.get(SCOPE_OPT, ANY_SCOPE),
                 resource=resource,

@@ -15,7 +15,6 @@ from noa.builtin_plugins.http.access import (
     GROUP_OPT,
     PLUGIN_OPT,
     PUBLIC_OPT,
-    LoopbackOnly,
     access_hook,
     check_routes,
 )
@@ -25,7 +24,7 @@ from noa.builtin_plugins.http.errors import exception_handlers
 from noa.builtin_plugins.http.jsondepth import request_class
 from noa.builtin_plugins.http.openapi import document_standard_errors
 from noa.plugin_sdk import Host, Middleware, Registry, RouteGroup
-from noa.plugin_sdk.auth import SCOPE_OPT, AccessPolicy
+from noa.plugin_sdk.auth import SCOPE_OPT, access_policy
 from noa.plugin_sdk.transport import ASGIApp
 
 __all__ = ["build_app"]
@@ -98,11 +97,7 @@ def build_app(host: Host) -> ASGIApp:
                 },
             ),
         )
-    policy: AccessPolicy | None = host.call_first("noa_access_policy", host=host)
-    if policy is None:
-        log.warning("no access policy (the 'auth' plugin is disabled): serving local callers only")
-        policy = LoopbackOnly()
-    hook = access_hook(policy)
+    hook = access_hook(access_policy(host))
     cors = None
     if config.cors_allow_origins:
         cors = CORSConfig(
