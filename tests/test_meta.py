@@ -95,6 +95,7 @@ def test_every_config_key_is_documented() -> None:
     from noa.builtin_plugins.broker.config import BrokerConfig
     from noa.builtin_plugins.cache.config import CacheConfig
     from noa.builtin_plugins.fastembed.config import FastembedConfig
+    from noa.builtin_plugins.grpc.config import GrpcConfig
     from noa.builtin_plugins.http.config import HttpConfig
     from noa.builtin_plugins.inference.config import InferenceConfig
     from noa.builtin_plugins.observability.config import ObservabilityConfig
@@ -120,6 +121,7 @@ def test_every_config_key_is_documented() -> None:
         ("orchestration", OrchestrationConfig),
         ("fastembed", FastembedConfig),
         ("wasm", WasmConfig),
+        ("grpc", GrpcConfig),
     ):
         missing += [
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc

@@ -31,6 +31,7 @@ REGISTRATION_HOOKS = [
     ("noa_register_commands", "commands"),
     ("noa_register_routes", "routes"),
     ("noa_register_middleware", "middleware"),
+    ("noa_register_grpc_services", "services"),
     ("noa_register_health_checks", "checks"),
     ("noa_register_hosted_plugins", "hosted"),
     ("noa_register_driver_slots", "slots"),

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import types
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from litestar import get
 from litestar.params import FromPath
 from noa.plugin_sdk import Registry, RouteGroup, hookimpl
+from noa.plugin_sdk.testing.otlp import OtlpCollector
 from noa.plugin_sdk.tracing import outgoing_headers
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -119,56 +118,14 @@ async def test_console_format_is_not_json(noa_boot: Any, capfd: pytest.CaptureFi
     assert not line.startswith("{") and "/health" in line
 
 
-class Collector:
-    """An OTLP/HTTP trace endpoint on loopback that keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.received = threading.Event()
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                collector.bodies.append(self.rfile.read(length))
-                collector.received.set()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def spans(self) -> list[Any]:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        found = []
-        for body in self.bodies:
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            for resource_spans in request.resource_spans:
-                for scope_spans in resource_spans.scope_spans:
-                    found.extend(scope_spans.spans)
-        return found
-
-
 @pytest.fixture
-def collector() -> Iterator[Collector]:
-    running = Collector()
-    yield running
-    running.server.shutdown()
-    running.server.server_close()
+def collector() -> Iterator[OtlpCollector]:
+    with OtlpCollector() as running:
+        yield running
 
 
 async def test_spans_are_exported_over_otlp_and_continue_the_callers_trace(
-    noa_boot: Any, collector: Collector
+    noa_boot: Any, collector: OtlpCollector
 ) -> None:
     config = {"observability": {"otlp_endpoint": collector.url, "service_name": "noa-test"}}
     async with noa_boot(

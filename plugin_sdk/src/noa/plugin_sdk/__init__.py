@@ -30,7 +30,7 @@ from noa.plugin_sdk.errors import (
 )
 from noa.plugin_sdk.host import Host
 from noa.plugin_sdk.registry import Contribution, Registry
-from noa.plugin_sdk.transport import Middleware, RouteGroup
+from noa.plugin_sdk.transport import GrpcService, Middleware, RouteGroup
 from noa.plugin_sdk.types import (
     CheckResult,
     ComponentHealth,
@@ -56,6 +56,7 @@ __all__ = [
     "DriverSlot",
     "Forbidden",
     "GatewayTimeout",
+    "GrpcService",
     "HealthCheck",
     "Host",
     "HostedPlugins",

@@ -1,17 +1,18 @@
-"""Values for the transport hooks: route groups and middleware.
+"""Values for the transport hooks: route groups, middleware and gRPC services.
 
 ASGI is described with plain callables so the SDK needs no web framework; the HTTP core
-plugin mounts handlers with Litestar.
+plugin mounts handlers with Litestar. gRPC services are described the same way, so the
+SDK needs no grpcio; the gRPC plugin serves them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import msgspec
 
-__all__ = ["ASGIApp", "Middleware", "Receive", "RouteGroup", "Scope", "Send"]
+__all__ = ["ASGIApp", "GrpcService", "Middleware", "Receive", "RouteGroup", "Scope", "Send"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,3 +58,37 @@ class Middleware(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     factory: Callable[[ASGIApp], ASGIApp]
+
+
+class GrpcService(msgspec.Struct, frozen=True, kw_only=True):
+    """A gRPC service a plugin contributes through ``noa_register_grpc_services``.
+
+    ``name`` is the service's full name (``"noa.v1.InferenceService"``), ``servicer``
+    the object implementing it (grpc.aio: ``async def Method(self, request, context)``)
+    and ``add_to_server`` the generated ``add_<Service>Servicer_to_server`` function.
+
+    ``scopes`` maps each method name to the scope a caller needs, as REST routes declare
+    theirs (``{"Embed": "inference:invoke"}``); a method not named needs ``scope``, and
+    with neither it needs ``"*"``: closed by default. ``resources`` maps a method taking
+    one request to a function of that request naming the resource it touches
+    (``{"ModelInfer": lambda r: f"model:{r.model_name}"}``), as a REST handler's
+    ``RESOURCE_OPT`` does: a capability token for that resource is accepted there, and
+    refused on a method naming none. ``group`` names the rate-limit
+    group (``auth.rate_limits``), by default the name the service was registered under;
+    give the REST route group's name to share its limit. ``health_checks`` names the
+    readiness checks (``noa_register_health_checks``) the service depends on: its
+    ``grpc.health.v1`` status is SERVING while none of them fails; with none named it
+    follows the whole server's readiness (``/ready``).
+
+    Servicers raise :class:`~noa.plugin_sdk.errors.ApiError` subclasses as REST handlers
+    do; the gRPC plugin answers them with the matching status code and the message.
+    """
+
+    name: str
+    servicer: Any
+    add_to_server: Callable[[Any, Any], None]
+    scopes: Mapping[str, str] = msgspec.field(default_factory=dict)
+    scope: str | None = None
+    resources: Mapping[str, Callable[[Any], str | None]] = msgspec.field(default_factory=dict)
+    group: str | None = None
+    health_checks: tuple[str, ...] = ()

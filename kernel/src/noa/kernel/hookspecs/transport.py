@@ -1,8 +1,10 @@
-"""Transport hooks: who builds the ASGI app, and what routes and middleware go in it.
+"""Transport hooks: who builds the ASGI app, what routes and middleware go in it, and
+what gRPC services the gRPC server serves.
 
 The HTTP core plugin answers ``noa_asgi_app`` and, while building the app, collects
-``noa_register_routes`` and ``noa_register_middleware`` from every plugin. Per-request
-behaviour is installed here, at assembly; no hook runs per request.
+``noa_register_routes`` and ``noa_register_middleware`` from every plugin; the gRPC plugin
+collects ``noa_register_grpc_services`` when it starts its server. Per-request behaviour
+is installed here, at assembly; no hook runs per request.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from noa.plugin_sdk import Host, Registry, hookspec
-from noa.plugin_sdk.transport import Middleware, RouteGroup
+from noa.plugin_sdk.transport import GrpcService, Middleware, RouteGroup
 
 
 @hookspec(firstresult=True)
@@ -43,4 +45,17 @@ def noa_register_middleware(middleware: Registry[Middleware], host: Host) -> Non
     request-id layer and outside its admission control and request timeout, so it sees
     every response, the core's own 503 and 504 included. Called once per worker.
     Returns nothing.
+    """
+
+
+@hookspec
+def noa_register_grpc_services(services: Registry[GrpcService], host: Host) -> None:
+    """Contribute gRPC services: ``services.add("inference", GrpcService(name=
+    "noa.v1.InferenceService", servicer=..., add_to_server=..., scopes={...}))``.
+
+    The gRPC plugin calls it once per worker, in its ``noa_startup``, after the plugins
+    ordered before it have started, when the ``[grpc]`` server is enabled. Every method
+    goes through the same access policy (each method's declared scope), rate limits,
+    request ids, metrics and error mapping as REST; ``grpc.health.v1`` reports each
+    service. Servicers use grpc.aio (``async def``). Returns nothing.
     """

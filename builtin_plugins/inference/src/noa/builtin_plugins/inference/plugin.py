@@ -196,3 +196,11 @@ def noa_register_commands(commands: Registry[Any]) -> None:
     from noa.builtin_plugins.inference.cli import models
 
     commands.add("models", models)
+
+
+@hookimpl
+def noa_register_grpc_services(services: Registry[Any], host: Host) -> None:
+    from noa.builtin_plugins.inference.grpc_service import grpc_services
+
+    for name, service in grpc_services(_runtime(host)):
+        services.add(name, service)

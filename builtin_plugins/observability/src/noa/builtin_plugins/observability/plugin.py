@@ -17,6 +17,7 @@ from noa.plugin_sdk import (
     hookimpl,
 )
 from noa.plugin_sdk.metrics import METRICS_STATE_KEY
+from noa.plugin_sdk.tracing import TRACER_STATE_KEY
 
 PLUGIN_INFO = PluginInfo(
     description="structlog logs, Prometheus metrics, OpenTelemetry tracing", after=("http",)
@@ -65,6 +66,8 @@ def _shared(host: Host) -> dict[str, Any]:
             from noa.builtin_plugins.observability.tracing import start_tracing
 
             shared["tracer"], shared["provider"] = start_tracing(config)
+            # For transports with their own server (gRPC), which make their own spans.
+            host.state[TRACER_STATE_KEY] = shared["tracer"]
         host.state[_STATE] = shared
     return shared
 
@@ -100,6 +103,12 @@ def noa_register_middleware(middleware: Registry[Middleware], host: Host) -> Non
         return Telemetry(app, metrics=shared["metrics"], access_log=log, tracer=shared["tracer"])
 
     middleware.add("telemetry", Middleware(factory=factory))
+
+
+@hookimpl
+def noa_startup(host: Host) -> None:
+    # Made at assembly with the routes; made here when no HTTP app was assembled.
+    _shared(host)
 
 
 @hookimpl

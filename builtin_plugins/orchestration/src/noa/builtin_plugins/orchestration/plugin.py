@@ -146,3 +146,10 @@ async def noa_shutdown(host: Host) -> None:
     if worker is not None:
         await worker.close()
         await worker.events.close()
+
+
+@hookimpl
+def noa_register_grpc_services(services: Registry[Any], host: Host) -> None:
+    from noa.builtin_plugins.orchestration.grpc_service import grpc_service
+
+    services.add("orchestration", grpc_service(host.state[_TASKS_KEY], host.state[_WORKFLOWS_KEY]))

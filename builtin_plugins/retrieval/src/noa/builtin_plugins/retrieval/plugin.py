@@ -163,3 +163,10 @@ def noa_register_health_checks(checks: Registry[HealthCheck], host: Host) -> Non
 async def noa_shutdown(host: Host) -> None:
     await host.state[_JOBS_KEY].close()
     await close_driver(host, VECTORS_STATE_KEY)
+
+
+@hookimpl
+def noa_register_grpc_services(services: Registry[Any], host: Host) -> None:
+    from noa.builtin_plugins.retrieval.grpc_service import grpc_service
+
+    services.add("retrieval", grpc_service(host.state[_SERVICE_KEY]))

@@ -1,0 +1,1 @@
+"""NOA's gRPC transport plugin: see :mod:`noa.builtin_plugins.grpc.plugin`."""
