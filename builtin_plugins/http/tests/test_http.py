@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import types
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
@@ -13,6 +14,7 @@ import msgspec
 import pytest
 from litestar import get, post
 from litestar.params import FromPath, JSONBody
+from litestar.response import ServerSentEvent
 from noa.plugin_sdk import (
     CheckResult,
     HealthCheck,
@@ -66,9 +68,18 @@ def api_plugin(
         await gate.wait()
         return {"done": True}
 
+    @get("/v1/ticks")
+    async def ticks() -> ServerSentEvent:
+        async def every_100_ms() -> AsyncIterator[str]:
+            for n in range(6):
+                await asyncio.sleep(0.1)
+                yield f"tick {n}"
+
+        return ServerSentEvent(every_100_ms())
+
     @hookimpl
     def noa_register_routes(routes: Registry[RouteGroup]) -> None:
-        routes.add("api", RouteGroup(handlers=(create, read, crash, slow, gated)))
+        routes.add("api", RouteGroup(handlers=(create, read, crash, slow, gated, ticks)))
 
     @hookimpl
     def noa_register_health_checks(checks: Registry[HealthCheck]) -> None:
@@ -212,6 +223,35 @@ async def test_request_over_the_timeout_is_504(noa_boot: Any) -> None:
     ) as noa:
         error = assert_error(await noa.client.get("/v1/slow"), 504, "timeout_error", "timeout")
         assert "0.2 s" in error["message"]
+
+
+async def test_event_streams_outlive_the_timeout_and_free_their_slot(noa_boot: Any) -> None:
+    config = {"http": {"request_timeout_s": 0.2, "max_in_flight": 1}}
+    async with noa_boot(["http"], config=config, extra_plugins={"api": api_plugin()}) as noa:
+        stream = asyncio.create_task(noa.client.get("/v1/ticks"))
+        # Once the stream has started, its in-flight slot is free for other requests.
+        for _ in range(200):
+            other = await noa.client.get("/v1/items/1")
+            if other.status_code != 503:
+                break
+            await asyncio.sleep(0.01)
+        assert other.status_code == 200
+        response = await stream
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert [line for line in response.text.splitlines() if line.startswith("data:")] == [
+            f"data: tick {n}" for n in range(6)
+        ]
+        # An ordinary slow request still ends at the timeout.
+        assert (await noa.client.get("/v1/slow")).status_code == 504
+
+
+async def test_event_streams_past_the_limit_end_at_the_timeout(noa_boot: Any) -> None:
+    config = {"http": {"request_timeout_s": 0.25, "max_event_streams": 0}}
+    async with noa_boot(["http"], config=config, extra_plugins={"api": api_plugin()}) as noa:
+        response = await noa.client.get("/v1/ticks")
+        data = [line for line in response.text.splitlines() if line.startswith("data:")]
+        assert data == [f"data: tick {n}" for n in range(len(data))]
+        assert len(data) < 6
 
 
 async def test_admission_control_rejects_at_once_and_keeps_probes_answering(noa_boot: Any) -> None:

@@ -158,8 +158,7 @@ async def test_an_idle_stream_sends_heartbeats_and_a_gone_client_unsubscribes() 
     async def read() -> TaskEvent:
         return current
 
-    response = await follow(broker, task_subject("t1"), read, kind="task", heartbeat_s=0.02,
-                            max_s=None)  # fmt: skip
+    response = await follow(broker, task_subject("t1"), read, kind="task", heartbeat_s=0.02)
     chunks: list[bytes] = []
 
     async def client() -> None:
@@ -179,20 +178,17 @@ async def test_an_idle_stream_sends_heartbeats_and_a_gone_client_unsubscribes() 
     await broker.close()
 
 
-async def test_a_stream_ends_at_its_time_limit() -> None:
-    broker = InProcessBroker()
-    current = TaskEvent(event="current", id="t2", type="x", state="running", attempt=1, at=1.0,
-                        created_at=1.0)  # fmt: skip
-
-    async def read() -> TaskEvent:
-        return current
-
-    response = await follow(broker, task_subject("t2"), read, kind="task", heartbeat_s=10,
-                            max_s=0.05)  # fmt: skip
-    body = b"".join([c if isinstance(c, bytes) else c.encode() async for c in response.iterator])
-    assert b"reconnect" in body
-    assert broker._subscribers == []
-    await broker.close()
+async def test_a_stream_outlives_the_http_request_timeout(serve: Any, submit: Any) -> None:
+    gate, started, release = gated()
+    async with serve({"gate": gate}, config={"http": {"request_timeout_s": 0.2}}) as noa:
+        task = await submit(noa, type="gate")
+        await started.wait()
+        stream = asyncio.create_task(noa.client.get(f"/v1/tasks/{task['id']}/events"))
+        await asyncio.sleep(0.6)  # three request timeouts
+        release.set()
+        response = await asyncio.wait_for(stream, 5)
+        events = [e["event"] for _, e in parse_sse(response.text)]
+        assert events == ["current", "succeeded"]
 
 
 @pytest.mark.nats

@@ -125,6 +125,7 @@ def build_app(host: Host) -> ASGIApp:
     wrapped: ASGIApp = Admission(
         app,
         max_in_flight=config.max_in_flight,
+        max_event_streams=config.max_event_streams,
         timeout_s=config.request_timeout_s,
         retry_after_s=config.retry_after_s,
         probe_paths=probe_paths,

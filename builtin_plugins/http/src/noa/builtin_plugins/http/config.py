@@ -20,6 +20,10 @@ class HttpConfig(PluginConfig, frozen=True):
     max_body_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1_048_576
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     max_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 512
+    # Server-Sent Event streams one worker keeps open past request_timeout_s without
+    # holding an in-flight slot; beyond this a stream counts as a request and ends at
+    # the timeout (its client reconnects). 0: every stream is a request.
+    max_event_streams: Annotated[int, msgspec.Meta(ge=0)] = 1000
     retry_after_s: Annotated[int, msgspec.Meta(ge=0)] = 1
     # Deepest nesting of arrays and objects accepted in a JSON body (400 beyond).
     max_json_depth: Annotated[int, msgspec.Meta(ge=1, le=512)] = 64

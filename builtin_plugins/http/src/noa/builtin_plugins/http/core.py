@@ -13,6 +13,7 @@ Plain ASGI rather than Litestar middleware: these run on every request and must 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Collection
 from random import getrandbits
@@ -27,6 +28,8 @@ __all__ = ["Admission", "RequestCore"]
 log = logging.getLogger("noa.http")
 
 _HEADER = b"x-request-id"
+#: ``scope["state"]`` key of the response's headers once it started (set by RequestCore).
+SENT_HEADERS_STATE_KEY = "noa.sent_headers"
 _MAX_ID = 128
 _ID_BYTES = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.:")
 
@@ -107,6 +110,13 @@ def security_headers(hsts_max_age_s: int) -> Callable[[Scope], list[tuple[bytes,
     return for_request
 
 
+def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+        for name, value in headers
+    )
+
+
 class RequestCore:
     """Outermost layer: request ids, hardening headers and the last-resort error."""
 
@@ -140,6 +150,7 @@ class RequestCore:
                 headers = message.get("headers")
                 if not isinstance(headers, list):
                     headers = message["headers"] = list(headers or ())
+                state[SENT_HEADERS_STATE_KEY] = headers  # for Admission's event streams
                 headers.extend(added)
                 # Headers the access check asked for (RateLimit-*).
                 for name, value in state.get(RESPONSE_HEADERS_STATE_KEY, ()):
@@ -161,15 +172,23 @@ class Admission:
     ``timeout_s / 20`` (between 10 ms and 1 s) and cancels requests past their
     deadline, instead of a timer per request: ``asyncio.timeout`` costs several
     microseconds on every request, which is most of this layer's budget.
+
+    Server-Sent Event streams (a response started as ``text/event-stream``) are meant to
+    stay open: at its next tick the reaper takes such a stream off the clock and out of
+    the in-flight count, up to ``max_event_streams`` at once; past that, a stream counts
+    as a request, and ends at the timeout (its client reconnects).
     """
 
     __slots__ = (
         "_deadlines",
         "_expired",
         "_reaper",
+        "_streaming",
         "app",
         "error_shapes",
+        "event_streams",
         "in_flight",
+        "max_event_streams",
         "max_in_flight",
         "probe_paths",
         "retry_after",
@@ -186,8 +205,12 @@ class Admission:
         retry_after_s: int,
         probe_paths: Collection[str],
         error_shapes: ErrorShapes = (),
+        max_event_streams: int = 0,
     ) -> None:
         self.app = app
+        self.max_event_streams = max_event_streams
+        self.event_streams = 0
+        self._streaming: set[asyncio.Task[Any]] = set()
         self.error_shapes = error_shapes
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
@@ -195,7 +218,7 @@ class Admission:
         self.retry_after = str(retry_after_s).encode()
         self.probe_paths = frozenset(probe_paths)
         self.in_flight = 0
-        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._deadlines: dict[asyncio.Task[Any], tuple[float, dict[str, Any]]] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -220,7 +243,7 @@ class Admission:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        self._deadlines[task] = loop.time() + self.timeout_s
+        self._deadlines[task] = (loop.time() + self.timeout_s, state)
         if self._reaper is None or self._reaper.done():
             self._reaper = loop.create_task(self._reap(), name="noa-request-timeouts")
         self.in_flight += 1
@@ -231,7 +254,11 @@ class Admission:
                 raise
             self._expired.discard(task)
             task.uncancel()
-            if "status" not in state:
+            if _is_event_stream(state.get(SENT_HEADERS_STATE_KEY, ())):
+                # An event stream over the limit: end it cleanly, its client reconnects.
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif "status" not in state:
                 await _reply(
                     send,
                     504,
@@ -241,15 +268,28 @@ class Admission:
                     shapes=self.error_shapes,
                 )
         finally:
-            self.in_flight -= 1
-            self._deadlines.pop(task, None)
+            if task in self._streaming:
+                self._streaming.discard(task)
+                self.event_streams -= 1
+            else:
+                self.in_flight -= 1
+                self._deadlines.pop(task, None)
 
     async def _reap(self) -> None:
         loop = asyncio.get_running_loop()
         while self._deadlines:
             await asyncio.sleep(self.tick_s)
             now = loop.time()
-            for task, deadline in list(self._deadlines.items()):
-                if deadline <= now and task not in self._expired:
+            for task, (deadline, state) in list(self._deadlines.items()):
+                if (
+                    self.event_streams < self.max_event_streams
+                    and SENT_HEADERS_STATE_KEY in state
+                    and _is_event_stream(state[SENT_HEADERS_STATE_KEY])
+                ):
+                    del self._deadlines[task]
+                    self._streaming.add(task)
+                    self.event_streams += 1
+                    self.in_flight -= 1
+                elif deadline <= now and task not in self._expired:
                     self._expired.add(task)
                     task.cancel()

@@ -29,9 +29,7 @@ Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 StateQuery = Annotated[str | None, QueryParameter(name="state")]
 
 
-def task_handlers(tasks: Tasks, stream_max_s: float | None = None) -> list[HTTPRouteHandler]:
-    """``stream_max_s``: how long an event stream may stay open (under the HTTP core's
-    request timeout, which would cut it)."""
+def task_handlers(tasks: Tasks) -> list[HTTPRouteHandler]:
     tags = ["tasks"]
 
     @post(
@@ -85,7 +83,6 @@ def task_handlers(tasks: Tasks, stream_max_s: float | None = None) -> list[HTTPR
             lambda: tasks.current(task_id),
             kind="task",
             heartbeat_s=tasks.config.events_heartbeat_s,
-            max_s=stream_max_s,
         )
 
     @post(

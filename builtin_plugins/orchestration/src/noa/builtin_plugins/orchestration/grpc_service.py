@@ -9,7 +9,7 @@ Free-form JSON (a task's input and output, a workflow) travels as
 ``google.protobuf.Struct`` / ``Value``, whose only number is a double: integral numbers
 are read back as integers, so a handler sees ``{"n": 3}`` whichever transport sent it.
 
-``WatchTask`` is the SSE route's stream (:func:`.sse.follow`: subscribe, then read the
+``WatchTask`` is the SSE route's stream (:func:`.sse.watch`: subscribe, then read the
 current state, end after a final state), its events sent as messages; it ends when the
 client cancels or the call's deadline passes, which unsubscribes.
 """
@@ -17,7 +17,7 @@ client cancels or the call's deadline passes, which unsubscribes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -25,7 +25,7 @@ from google.protobuf import json_format, struct_pb2
 from noa.builtin_plugins.orchestration.api import ADMIN, READ, SUBMIT
 from noa.builtin_plugins.orchestration.events import TaskEvent, task_subject
 from noa.builtin_plugins.orchestration.service import Tasks
-from noa.builtin_plugins.orchestration.sse import follow
+from noa.builtin_plugins.orchestration.sse import watch
 from noa.builtin_plugins.orchestration.values import (
     NewTask,
     NewWorkflow,
@@ -130,16 +130,6 @@ def _optional(request: Any, *fields: str) -> dict[str, Any]:
     return {name: getattr(request, name) for name in fields if request.HasField(name)}
 
 
-def _sse_messages(response: Any) -> AsyncGenerator[Any, None]:
-    """The messages of an SSE response made by :func:`follow` (Litestar keeps the
-    iterator it was given as ``content_async_iterator``): the same stream, unencoded."""
-    messages = getattr(getattr(response, "iterator", None), "content_async_iterator", None)
-    if messages is None:
-        raise RuntimeError("this Litestar's ServerSentEvent no longer exposes its messages")
-    stream: AsyncGenerator[Any, None] = messages
-    return stream
-
-
 class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
     def __init__(self, tasks: Tasks, workflows: Workflows) -> None:
         self.tasks = tasks
@@ -177,21 +167,19 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
 
     async def WatchTask(self, request: Any, context: Any) -> AsyncIterator[Any]:
         task_id = request.id
-        response = await follow(
+        following = await watch(
             self.tasks.broker,
             task_subject(task_id),
             lambda: self.tasks.current(task_id),
             kind="task",
-            heartbeat_s=self.tasks.config.events_heartbeat_s,
-            # No time limit of its own: the call's deadline, if any, ends it.
-            max_s=None,
         )
-        # aclosing: a cancelled call closes the stream now, which unsubscribes.
-        async with contextlib.aclosing(_sse_messages(response)) as messages:
-            async for message in messages:
-                if message.data is None:
-                    continue  # a keep-alive comment: HTTP/2 has its own pings
-                yield _event(_task_event.decode(message.data))
+        # No time limit of its own: the call's deadline, if any, ends it. aclosing: a
+        # cancelled call closes the stream now, which unsubscribes.
+        events = following.events(self.tasks.config.events_heartbeat_s)
+        async with contextlib.aclosing(events):
+            async for payload in events:
+                if payload is not None:  # None: a keep-alive; HTTP/2 has its own pings
+                    yield _event(_task_event.decode(payload))
 
     async def SubmitWorkflow(self, request: Any, context: Any) -> Any:
         new = msgspec.convert(_object(request.workflow), NewWorkflow)

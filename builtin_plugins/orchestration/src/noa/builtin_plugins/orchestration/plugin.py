@@ -68,24 +68,14 @@ def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.orchestration.api import task_handlers
     from noa.builtin_plugins.orchestration.workflow_api import workflow_handlers
 
-    stream_max_s = _stream_max_s(host)
-    handlers = task_handlers(host.state[_TASKS_KEY], stream_max_s)
+    handlers = task_handlers(host.state[_TASKS_KEY])
     routes.add(
         "orchestration", RouteGroup(handlers=tuple(handlers), tags=("tasks",), scope="tasks:admin")
     )
-    flows = workflow_handlers(host.state[_WORKFLOWS_KEY], stream_max_s)
+    flows = workflow_handlers(host.state[_WORKFLOWS_KEY])
     routes.add(
         "workflows", RouteGroup(handlers=tuple(flows), tags=("workflows",), scope="tasks:admin")
     )
-
-
-def _stream_max_s(host: Host) -> float | None:
-    """Event streams end a little before the HTTP core's request timeout cuts them."""
-    try:
-        timeout_s = float(host.config_value("http.request_timeout_s"))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return max(timeout_s * 0.9, timeout_s - 1.0)
 
 
 @hookimpl

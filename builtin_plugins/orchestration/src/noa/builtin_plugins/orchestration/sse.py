@@ -1,42 +1,77 @@
-"""Server-Sent Event streams of one task or workflow, fed by its broker subject.
+"""Following one task or workflow: its broker subject as a stream of events, for the
+Server-Sent Event routes and gRPC's ``WatchTask``.
 
-The stream subscribes first and reads the current state second, so no change falls
-between the two (one may arrive twice). It sends the current state, then every event,
-a comment line every ``heartbeat_s`` while nothing happens, and ends after a final
-state. It also ends before the HTTP core's request timeout would cut it
-(``http.request_timeout_s``): a client (``EventSource``) reconnects and gets the
-current state first again. A client that goes away ends the generator, which
-unsubscribes.
+:func:`watch` subscribes first and reads the current state second, so no change falls
+between the two (one may arrive twice). :meth:`Watch.events` yields the current state,
+then every event, ``None`` every ``heartbeat_s`` while nothing happens (a stream's
+keep-alive), and ends after a final state. Closing it (a client that went away)
+unsubscribes. :func:`follow` is the same as a ``text/event-stream`` response; the HTTP
+core keeps such a stream open past its request timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import msgspec
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from noa.builtin_plugins.orchestration.events import TaskEvent, WorkflowEvent, is_final
 from noa.plugin_sdk.ports.broker import BrokerPort, Message, Subscription
 
-__all__ = ["follow"]
+__all__ = ["Watch", "follow", "watch"]
 
 # Events waiting for a slow client past this are dropped (the stream stays live).
 _BACKLOG = 1000
 
 
-async def follow(
+class Watch:
+    __slots__ = ("_first", "_inbox", "_kind", "_subscription")
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        inbox: asyncio.Queue[bytes],
+        first: TaskEvent | WorkflowEvent,
+        kind: str,
+    ) -> None:
+        self._subscription, self._inbox, self._first, self._kind = (
+            subscription,
+            inbox,
+            first,
+            kind,
+        )
+
+    async def events(self, heartbeat_s: float) -> AsyncGenerator[bytes | None, None]:
+        """JSON events, ``None`` after ``heartbeat_s`` without one; ends after a final
+        state, or when closed (which unsubscribes)."""
+        try:
+            payload = msgspec.json.encode(self._first)
+            yield payload
+            if is_final(payload, self._kind):
+                return
+            while True:
+                try:
+                    payload = await asyncio.wait_for(self._inbox.get(), heartbeat_s)
+                except TimeoutError:
+                    yield None
+                    continue
+                yield payload
+                if is_final(payload, self._kind):
+                    return
+        finally:
+            await asyncio.shield(self._subscription.unsubscribe())
+
+
+async def watch(
     broker: BrokerPort,
     subject: str,
     current: Callable[[], Awaitable[TaskEvent | WorkflowEvent]],
     *,
     kind: str,
-    heartbeat_s: float,
-    max_s: float | None,
-) -> ServerSentEvent:
-    """The response streaming ``subject``. ``current`` reads the present state (raising
-    ``NotFound`` answers 404 before any stream starts)."""
+) -> Watch:
+    """Follow ``subject``. ``current`` reads the present state; when it raises
+    (``NotFound``: a 404 before any stream starts) nothing stays subscribed."""
     inbox: asyncio.Queue[bytes] = asyncio.Queue(_BACKLOG)
 
     async def received(message: Message) -> None:
@@ -49,43 +84,30 @@ async def follow(
     except BaseException:
         await subscription.unsubscribe()
         raise
-    messages = _messages(subscription, inbox, first, kind, heartbeat_s, max_s)
-    return ServerSentEvent(messages)
+    return Watch(subscription, inbox, first, kind)
+
+
+async def follow(
+    broker: BrokerPort,
+    subject: str,
+    current: Callable[[], Awaitable[TaskEvent | WorkflowEvent]],
+    *,
+    kind: str,
+    heartbeat_s: float,
+) -> ServerSentEvent:
+    """:func:`watch` as a Server-Sent Event response (``event:`` the payload's kind)."""
+    following = await watch(broker, subject, current, kind=kind)
+    return ServerSentEvent(_messages(following.events(heartbeat_s)))
 
 
 async def _messages(
-    subscription: Subscription,
-    inbox: asyncio.Queue[bytes],
-    first: TaskEvent | WorkflowEvent,
-    kind: str,
-    heartbeat_s: float,
-    max_s: float | None,
+    events: AsyncIterator[bytes | None],
 ) -> AsyncIterator[ServerSentEventMessage]:
-    deadline = None if max_s is None else time.monotonic() + max_s
-    try:
-        payload = msgspec.json.encode(first)
-        yield ServerSentEventMessage(data=payload.decode(), event=first.kind)
-        if is_final(payload, kind):
-            return
-        while True:
-            wait = heartbeat_s
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    yield ServerSentEventMessage(data=None, comment="stream time limit; reconnect")
-                    return
-                wait = min(wait, left)
-            try:
-                payload = await asyncio.wait_for(inbox.get(), wait)
-            except TimeoutError:
-                yield ServerSentEventMessage(data=None, comment="keep-alive")
-                continue
-            event = _kind(payload)
-            yield ServerSentEventMessage(data=payload.decode(), event=event)
-            if is_final(payload, kind):
-                return
-    finally:
-        await asyncio.shield(subscription.unsubscribe())
+    async for payload in events:
+        if payload is None:
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
+        else:
+            yield ServerSentEventMessage(data=payload.decode(), event=_kind(payload))
 
 
 class _Kind(msgspec.Struct):

@@ -27,9 +27,7 @@ DEFAULT_WAIT_S = 60.0
 WaitSeconds = Annotated[float, QueryParameter(gt=0)]
 
 
-def workflow_handlers(
-    workflows: Workflows, stream_max_s: float | None = None
-) -> list[HTTPRouteHandler]:
+def workflow_handlers(workflows: Workflows) -> list[HTTPRouteHandler]:
     tags = ["workflows"]
     body_limit = workflows.config.max_input_bytes + _ENVELOPE_BYTES
 
@@ -95,7 +93,6 @@ def workflow_handlers(
             lambda: workflows.current(workflow_id),
             kind="workflow",
             heartbeat_s=workflows.config.events_heartbeat_s,
-            max_s=stream_max_s,
         )
 
     @post(

@@ -39,6 +39,6 @@ class StreamingConfig(PluginConfig, frozen=True):
     request_timeout_s: Positive = 30.0
     # Seconds between the comment lines that keep an idle SSE stream open.
     sse_heartbeat_s: Positive = 15.0
-    # The longest one SSE response lasts; 0: just under http.request_timeout_s, which
-    # would cut it. The client (EventSource) reconnects.
+    # The longest one SSE response lasts (then the client, EventSource, reconnects);
+    # 0: no limit of its own (the HTTP core keeps event streams open).
     sse_max_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0

@@ -33,17 +33,8 @@ def _service(host: Host) -> object:
     service = host.state.get(_STATE_KEY)
     if service is None:
         config = host.section("streaming", StreamingConfig)
-        service = host.state[_STATE_KEY] = Streaming(config, access_policy(host), _sse_max_s(host))
+        service = host.state[_STATE_KEY] = Streaming(config, access_policy(host))
     return service
-
-
-def _sse_max_s(host: Host) -> float | None:
-    """SSE responses end a little before the HTTP core's request timeout cuts them."""
-    try:
-        timeout_s = float(host.config_value("http.request_timeout_s"))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return max(timeout_s * 0.9, timeout_s - 1.0)
 
 
 @hookimpl

@@ -28,14 +28,11 @@ STREAM_SCOPE = "inference:invoke"
 
 
 class Streaming:
-    __slots__ = ("config", "hub", "policy", "sessions", "sse_max_s")
+    __slots__ = ("config", "hub", "policy", "sessions")
 
-    def __init__(
-        self, config: StreamingConfig, policy: AccessPolicy, sse_max_s: float | None
-    ) -> None:
+    def __init__(self, config: StreamingConfig, policy: AccessPolicy) -> None:
         self.config = config
         self.policy = policy
-        self.sse_max_s = sse_max_s
         self.sessions = Sessions(config, Telemetry())
         self.hub: Hub | None = None
 

@@ -8,10 +8,11 @@ frames: ``event: event`` (``{"type":"event","topic","seq","event"}``) and
 ``event: gap`` (``{"type":"gap","dropped"}``), with ``id:`` set to ``seq``. Comment lines
 every ``sse_heartbeat_s`` keep it open through proxies.
 
-The HTTP core cancels any request older than ``http.request_timeout_s``, streams
-included, so a stream ends a little before that (``sse_max_s``) with a comment and a
-``retry:`` hint; ``EventSource`` reconnects on its own, and sends ``Last-Event-ID`` back,
-which only says where it was: events published while it was away are not replayed.
+The HTTP core keeps an event stream open past ``http.request_timeout_s`` (up to
+``http.max_event_streams`` per worker; past that it ends at the timeout). With
+``sse_max_s`` set, a stream ends after that long with a comment and a ``retry:`` hint;
+``EventSource`` reconnects on its own, and sends ``Last-Event-ID`` back, which only
+says where it was: events published while it was away are not replayed.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ async def _stream(
 ) -> AsyncIterator[ServerSentEventMessage]:
     config, telemetry = service.config, service.telemetry
     sent = telemetry.frames_counter("sse", "out")
-    limit = config.sse_max_s or service.sse_max_s
+    limit = config.sse_max_s
     deadline = None if not limit else time.monotonic() + limit
     telemetry.connected("sse", +1)
     try:
