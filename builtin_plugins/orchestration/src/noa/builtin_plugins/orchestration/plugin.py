@@ -34,6 +34,7 @@ PLUGIN_INFO = PluginInfo(
 _TASKS_KEY = "noa.orchestration.tasks"
 _WORKER_KEY = "noa.orchestration.worker"
 _WORKFLOWS_KEY = "noa.orchestration.workflows"
+_SCHEDULES_KEY = "noa.orchestration.schedules"
 
 
 @hookimpl
@@ -48,6 +49,7 @@ def noa_register_migrations(migrations: Registry[str]) -> None:
 
 @hookimpl
 def noa_configure(host: Host) -> None:
+    from noa.builtin_plugins.orchestration.schedules import Schedules
     from noa.builtin_plugins.orchestration.service import Tasks
     from noa.builtin_plugins.orchestration.workflows import Workflows
 
@@ -59,18 +61,24 @@ def noa_configure(host: Host) -> None:
             f"orchestration.poll_interval_s ({config.poll_interval_s:g}): leases are renewed "
             "once a poll",
         )
-    host.state[_TASKS_KEY] = Tasks(config)
+    tasks = host.state[_TASKS_KEY] = Tasks(config)
     host.state[_WORKFLOWS_KEY] = Workflows(config)
+    host.state[_SCHEDULES_KEY] = Schedules(tasks)
 
 
 @hookimpl
 def noa_register_routes(routes: Registry[RouteGroup], host: Host) -> None:
     from noa.builtin_plugins.orchestration.api import task_handlers
+    from noa.builtin_plugins.orchestration.schedule_api import schedule_handlers
     from noa.builtin_plugins.orchestration.workflow_api import workflow_handlers
 
     handlers = task_handlers(host.state[_TASKS_KEY])
     routes.add(
         "orchestration", RouteGroup(handlers=tuple(handlers), tags=("tasks",), scope="tasks:admin")
+    )
+    every = schedule_handlers(host.state[_SCHEDULES_KEY])
+    routes.add(
+        "schedules", RouteGroup(handlers=tuple(every), tags=("schedules",), scope="tasks:admin")
     )
     flows = workflow_handlers(host.state[_WORKFLOWS_KEY])
     routes.add(
@@ -125,6 +133,7 @@ async def noa_startup(host: Host) -> None:
     await worker.events.start()
     # Before the worker starts: its first poll catches up with running workflows.
     host.state[_WORKFLOWS_KEY].start(store, workflow_store, worker)
+    host.state[_SCHEDULES_KEY].start(storage, store, worker)
     await worker.start()
     host.state[_WORKER_KEY] = worker
     host.state[_TASKS_KEY].start(store, worker)

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import time
 import uuid
+from typing import Any
 
 import msgspec
 from noa.builtin_plugins.orchestration.config import OrchestrationConfig
@@ -60,38 +61,7 @@ class Tasks:
             existing = await store.by_idempotency_key(new.idempotency_key)
             if existing is not None:
                 return view_of(existing), False
-        task_type = self.task_types.get(new.type)
-        if task_type is None:
-            known = ", ".join(sorted(self.task_types)) or "none"
-            raise Unprocessable(
-                f"unknown task type {new.type!r} (registered: {known})",
-                code="unknown_task_type",
-                param="type",
-            )
-        input_json = msgspec.json.encode(new.input).decode()
-        if len(input_json) > self.config.max_input_bytes:
-            raise PayloadTooLarge(
-                f"the task's input takes {len(input_json)} bytes as JSON; at most "
-                f"{self.config.max_input_bytes} (orchestration.max_input_bytes)",
-                code="input_too_large",
-                param="input",
-            )
-        try:
-            task_type.parse_input(new.input)
-        except InvalidTaskInput as exc:
-            raise Unprocessable(
-                f"invalid input for task type {new.type!r}: {exc}",
-                code="invalid_input",
-                param="input",
-            ) from None
-        timeout_s = task_type.timeout_s if new.timeout_s is None else new.timeout_s
-        if timeout_s > self.config.max_timeout_s:
-            raise BadRequest(
-                f"timeout_s {timeout_s:g} is above the limit of {self.config.max_timeout_s:g} "
-                "(orchestration.max_timeout_s)",
-                code="timeout_too_large",
-                param="timeout_s",
-            )
+        task_type, input_json, timeout_s = self.checked(new.type, new.input, new.timeout_s)
         worker.bound.check()
         now = time.time()
         run_at = _epoch(new.run_at, now)
@@ -123,6 +93,46 @@ class Tasks:
                 log.warning("could not publish task %s; it will be dispatched later", task_id)
         worker.events.task(created, "queued")
         return view_of(created), True
+
+    def checked(
+        self, type_name: str, value: dict[str, Any], timeout_s: float | None
+    ) -> tuple[TaskType, str, float]:
+        """A submission's task type, its input as JSON and its timeout, once they pass
+        the checks (registered type, input size and schema, timeout limit); the client
+        error naming the field otherwise."""
+        task_type = self.task_types.get(type_name)
+        if task_type is None:
+            known = ", ".join(sorted(self.task_types)) or "none"
+            raise Unprocessable(
+                f"unknown task type {type_name!r} (registered: {known})",
+                code="unknown_task_type",
+                param="type",
+            )
+        input_json = msgspec.json.encode(value).decode()
+        if len(input_json) > self.config.max_input_bytes:
+            raise PayloadTooLarge(
+                f"the task's input takes {len(input_json)} bytes as JSON; at most "
+                f"{self.config.max_input_bytes} (orchestration.max_input_bytes)",
+                code="input_too_large",
+                param="input",
+            )
+        try:
+            task_type.parse_input(value)
+        except InvalidTaskInput as exc:
+            raise Unprocessable(
+                f"invalid input for task type {type_name!r}: {exc}",
+                code="invalid_input",
+                param="input",
+            ) from None
+        timeout_s = task_type.timeout_s if timeout_s is None else timeout_s
+        if timeout_s > self.config.max_timeout_s:
+            raise BadRequest(
+                f"timeout_s {timeout_s:g} is above the limit of {self.config.max_timeout_s:g} "
+                "(orchestration.max_timeout_s)",
+                code="timeout_too_large",
+                param="timeout_s",
+            )
+        return task_type, input_json, timeout_s
 
     async def get(self, task_id: str) -> TaskView:
         store, _ = self._ready

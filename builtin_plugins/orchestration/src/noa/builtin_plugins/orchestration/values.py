@@ -9,9 +9,12 @@ import msgspec
 
 __all__ = [
     "STATES",
+    "NewSchedule",
     "NewStep",
     "NewTask",
     "NewWorkflow",
+    "ScheduleList",
+    "ScheduleView",
     "State",
     "StepView",
     "TaskError",
@@ -41,6 +44,43 @@ class NewTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
     # A second submission with the same key returns the first task (200) instead.
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+
+
+class NewSchedule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A cron schedule: a task of ``type`` with ``input`` at every time ``cron`` names
+    (five fields: minute hour day-of-month month day-of-week) in ``timezone``."""
+
+    cron: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    # An IANA zone name ("Europe/Berlin"); daylight-saving changes follow it.
+    timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
+    type: TypeName
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+    priority: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+
+
+class ScheduleView(msgspec.Struct, kw_only=True):
+    id: str
+    cron: str
+    timezone: str
+    type: str
+    input: Any
+    priority: int
+    # Null: the task type's default at each fire.
+    timeout_s: float | None = None
+    max_retries: int | None = None
+    paused: bool
+    # Epoch seconds: the next fire time, and the last one with the task it made.
+    next_run_at: float
+    last_run_at: float | None = None
+    last_task_id: str | None = None
+    created_at: float
+    updated_at: float
+
+
+class ScheduleList(msgspec.Struct, kw_only=True):
+    schedules: list[ScheduleView]
 
 
 class TaskError(msgspec.Struct, frozen=True, kw_only=True):

@@ -106,6 +106,8 @@ class Worker:
         # here, and on every scheduler poll (``True`` the first time, at start).
         self.on_finished: Callable[[str], Awaitable[None]] | None = None
         self.on_tick: Callable[[bool], Awaitable[None]] | None = None
+        # Set by the schedules: called at every poll before due tasks are published.
+        self.on_due: Callable[[], Awaitable[None]] | None = None
         # Progress events (set by the plugin once the broker is there; off until then).
         self.events = Events()
         self._depth = metrics.gauge(
@@ -175,6 +177,8 @@ class Worker:
         )
         if taken:
             log.warning("took back %d task(s) whose worker stopped mid-run", taken)
+        if self.on_due is not None:
+            await self.on_due()
         for row in await store.due(config.redispatch_after_s, DISPATCH_BATCH):
             task_id = str(row["id"])
             if await store.mark_dispatched(task_id, float(row["dispatched_at"])):
