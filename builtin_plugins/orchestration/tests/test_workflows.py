@@ -337,3 +337,59 @@ async def test_concurrent_advancements_start_each_step_once(serve: Any) -> None:
             "SELECT step_id FROM noa_orchestration_task WHERE workflow_id = $1", workflow_id
         )
         assert sorted(r["step_id"] for r in rows) == [f"s{n}" for n in range(6)]
+
+
+async def test_retrying_a_dead_step_runs_its_workflow_again(serve: Any) -> None:
+    broken = [True]
+
+    async def until_fixed(ctx: TaskContext, job: dict[str, Any]) -> dict[str, Any]:
+        if broken[0]:
+            raise TaskFailed("the upstream is down", code="down", retry=False)
+        return {"fixed": True}
+
+    async with serve({**KINDS, "until_fixed": TaskType(until_fixed)}) as noa:
+        steps = [
+            {"id": "fetch", "type": "until_fixed", "input": {}},
+            step("use", depends_on=("fetch",), got={"$ref": "fetch.output.fixed"}),
+        ]
+        submitted = (await noa.client.post("/v1/workflows", json={"steps": steps})).json()
+        failed = await wait_ended(noa, submitted["id"])
+        assert failed["state"] == "failed"
+        assert {k: s["state"] for k, s in by_id(failed).items()} == {
+            "fetch": "failed",
+            "use": "cancelled",
+        }
+        dead = by_id(failed)["fetch"]["task_id"]
+        broken[0] = False  # the operator fixed the upstream, then re-queues the dead letter
+        retried = await noa.client.post(f"/v1/tasks/{dead}/retry")
+        assert retried.status_code == 200, retried.text
+        again = await wait_ended(noa, submitted["id"])
+        assert again["state"] == "succeeded"
+        assert by_id(again)["use"]["output"] == {"got": True}
+
+
+async def test_a_dead_step_of_a_cancelled_workflow_is_not_retried(serve: Any) -> None:
+    release = asyncio.Event()
+
+    async def held(ctx: TaskContext, job: dict[str, Any]) -> None:
+        await release.wait()
+
+    async with serve({**KINDS, "held": TaskType(held)}) as noa:
+        steps = [{"id": "slow", "type": "held", "input": {}}, {"id": "bad", "type": "fail"}]
+        body = {"steps": steps, "failure_policy": "continue"}
+        submitted = (await noa.client.post("/v1/workflows", json=body)).json()
+        while True:  # "bad" is dead while "slow" still runs
+            view = (await noa.client.get(f"/v1/workflows/{submitted['id']}")).json()
+            if by_id(view)["bad"]["state"] == "failed":
+                break
+            await asyncio.sleep(0.02)
+        cancelled = await noa.client.post(f"/v1/workflows/{submitted['id']}/cancel")
+        assert cancelled.json()["state"] == "cancelled"
+        dead = by_id(view)["bad"]["task_id"]
+        refused = await noa.client.post(f"/v1/tasks/{dead}/retry")
+        assert refused.status_code == 409
+        error = refused.json()["error"]
+        assert error["code"] == "workflow_finished"
+        assert "is cancelled" in error["message"]
+        assert "submit the workflow again" in error["message"]
+        assert (await noa.client.get(f"/v1/tasks/{dead}")).json()["state"] == "dead"

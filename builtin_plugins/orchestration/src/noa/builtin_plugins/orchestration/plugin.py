@@ -62,7 +62,7 @@ def noa_configure(host: Host) -> None:
             "once a poll",
         )
     tasks = host.state[_TASKS_KEY] = Tasks(config)
-    host.state[_WORKFLOWS_KEY] = Workflows(config)
+    tasks.workflows = host.state[_WORKFLOWS_KEY] = Workflows(config)
     host.state[_SCHEDULES_KEY] = Schedules(tasks)
 
 

@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from noa.builtin_plugins.orchestration.config import OrchestrationConfig
@@ -18,6 +18,9 @@ from noa.builtin_plugins.orchestration.events import TaskEvent, TaskEventName, t
 from noa.builtin_plugins.orchestration.store import TaskStore, view_of
 from noa.builtin_plugins.orchestration.values import STATES, NewTask, TaskView
 from noa.builtin_plugins.orchestration.worker import Worker
+
+if TYPE_CHECKING:
+    from noa.builtin_plugins.orchestration.workflows import Workflows
 from noa.plugin_sdk.errors import (
     BadRequest,
     Conflict,
@@ -42,6 +45,8 @@ class Tasks:
         self._store: TaskStore | None = None
         self._worker: Worker | None = None
         self.task_types: dict[str, TaskType] = {}
+        # Set by the plugin: a dead step's task is retried through its workflow.
+        self.workflows: Workflows | None = None
 
     def start(self, store: TaskStore, worker: Worker) -> None:
         self._store, self._worker = store, worker
@@ -166,13 +171,23 @@ class Tasks:
 
     async def retry(self, task_id: str) -> TaskView:
         store, worker = self._ready
-        if not await store.requeue_dead(task_id):
+        row = await store.get(task_id)
+        if row is None:
+            raise NotFound(f"no task {task_id!r}", code="task_not_found", param="task_id")
+        workflow_id = str(row["workflow_id"] or "")
+        if workflow_id and self.workflows is not None:
+            queued = await self.workflows.retry_step(task_id, workflow_id)
+        else:
+            queued = await store.requeue_dead(task_id)
+            if queued:
+                worker.bound.added()
+                worker.wake()
+        if not queued:
             view = await self.get(task_id)
             raise Conflict(
                 f"task {task_id!r} is {view.state}: only a dead task can be queued again",
                 code="task_not_dead",
             )
-        worker.wake()
         return await self._changed(task_id, "requeued")
 
     async def _changed(self, task_id: str, event: TaskEventName) -> TaskView:

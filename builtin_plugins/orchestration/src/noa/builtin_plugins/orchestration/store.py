@@ -162,10 +162,10 @@ class TaskStore:
         )
         return changed == 1
 
-    async def requeue_dead(self, task_id: str) -> bool:
+    async def requeue_dead(self, task_id: str, runner: SqlRunner | None = None) -> bool:
         """Dead -> queued with its attempts reset (the last error is kept)."""
         now = time.time()
-        changed = await self.db.execute(
+        changed = await (runner or self.db).execute(
             f"UPDATE {TABLE} SET state = 'queued', attempts = 0, run_at = $2, worker = '', "
             "lease_until = 0, dispatched_at = 0, finished_at = 0, updated_at = $2 "
             "WHERE id = $1 AND state = 'dead'",

@@ -105,6 +105,15 @@ class WorkflowStore:
         )
         return changed == 1
 
+    async def reopen(self, tx: SqlRunner, workflow_id: str) -> None:
+        """A failed workflow runs again (one of its failed steps is retried)."""
+        await tx.execute(
+            f"UPDATE {WORKFLOWS} SET state = 'running', finished_at = 0, updated_at = $2 "
+            "WHERE id = $1 AND state = 'failed'",
+            workflow_id,
+            time.time(),
+        )
+
     async def running(self) -> list[str]:
         rows = await self.db.fetch(f"SELECT id FROM {WORKFLOWS} WHERE state = 'running'")
         return [str(row["id"]) for row in rows]

@@ -170,6 +170,44 @@ class Workflows:
         self._tell(worker, done)
         return await self.get(workflow_id)
 
+    async def retry_step(self, task_id: str, workflow_id: str) -> bool:
+        """Queue the dead task of a step again, and its workflow with it: the step runs
+        again, the steps skipped (or, under ``fail_fast``, cancelled before they
+        started) behind it wait for it anew, and a workflow that failed runs again.
+        409 when that cannot be: the workflow was cancelled, or ``fail_fast`` stopped
+        steps mid-run (submit it again). ``False`` when the task is not dead."""
+        tasks, store, worker = self._ready
+        async with store.db.transaction() as tx:
+            workflow = await store.lock(tx, workflow_id)
+            if workflow is None:
+                return await tasks.requeue_dead(task_id, runner=tx)
+            steps = await store.steps(tx, workflow_id)
+            started = await store.tasks(tx, workflow_id)
+            stopped = [
+                str(s["step_id"])
+                for s in steps
+                if s["state"] == "cancelled" and str(s["id"]) in started
+            ]
+            if workflow["state"] not in ("running", "failed") or stopped:
+                why = f"steps {', '.join(stopped)} were stopped mid-run" if stopped else ""
+                raise Conflict(
+                    f"task {task_id!r} is a step of workflow {workflow_id!r}, which is "
+                    f"{workflow['state']}{' and whose ' + why if why else ''}: submit the "
+                    "workflow again",
+                    code="workflow_finished",
+                )
+            if not await tasks.requeue_dead(task_id, runner=tx):
+                return False
+            await store.reopen(tx, workflow_id)
+            await store.set_step(tx, task_id, "failed", "running")
+            for step in steps:
+                if step["state"] in ("skipped", "cancelled"):
+                    await store.set_step(tx, str(step["id"]), str(step["state"]), "pending")
+        worker.bound.added()
+        worker.wake()
+        worker.events.workflow(workflow_id)
+        return True
+
     async def wait(self, workflow_id: str, timeout_s: float) -> WorkflowView:
         """The workflow once it ended, or as it is after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
