@@ -102,6 +102,7 @@ def test_every_config_key_is_documented() -> None:
     from noa.builtin_plugins.orchestration.config import OrchestrationConfig
     from noa.builtin_plugins.retrieval.config import RetrievalConfig
     from noa.builtin_plugins.storage.config import StorageConfig
+    from noa.builtin_plugins.streaming.config import StreamingConfig
     from noa.builtin_plugins.wasm.config import WasmConfig
     from noa.kernel.config._schema import PluginsSettings
     from noa.plugin_sdk.types import ServerSettings
@@ -122,6 +123,7 @@ def test_every_config_key_is_documented() -> None:
         ("fastembed", FastembedConfig),
         ("wasm", WasmConfig),
         ("grpc", GrpcConfig),
+        ("streaming", StreamingConfig),
     ):
         missing += [
             f"{section}.{f}" for f in kind.__struct_fields__ if f"`{section}.{f}`" not in doc

@@ -4,14 +4,20 @@ servers share one rate limit exactly, TLS with HTTP/2 and HSTS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import socket
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+import websockets
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from noa.proto.v1 import inference_pb2 as pb
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -32,6 +38,9 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 @pytest.mark.redis
 @pytest.mark.nats
 def test_prod_profile_refuses_anonymous_calls(serve: Any) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        grpc_port = probe.getsockname()[1]
     server = serve(
         "--profile",
         "prod",
@@ -43,10 +52,35 @@ def test_prod_profile_refuses_anonymous_calls(serve: Any) -> None:
             "NOA_CACHE__REDIS_PREFIX": f"noa-test-{uuid.uuid4().hex}:",
             # No Qdrant server here: the prod profile's vectors on this PostgreSQL instead.
             "NOA_DRIVERS__VECTORS": "pgvector",
+            "NOA_GRPC__PORT": str(grpc_port),
         },
     )
     server.wait_ready(timeout=60)
     base = f"http://127.0.0.1:{server.port}"
+    # The same on every transport: gRPC (on by the profile) and WebSocket.
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        embed = channel.unary_unary(
+            "/noa.v1.InferenceService/Embed",
+            request_serializer=pb.EmbedRequest.SerializeToString,
+            response_deserializer=pb.EmbedResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            embed(pb.EmbedRequest(input=["hello"]), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        health = health_pb2_grpc.HealthStub(channel)
+        status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+
+    async def websocket_refused() -> int | None:
+        url = f"ws://127.0.0.1:{server.port}/ws/events"
+        async with websockets.connect(url) as socket_:
+            await socket_.send('{"type": "subscribe", "topic": "models"}')
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:  # an error frame may come before the close
+                    await asyncio.wait_for(socket_.recv(), 10)
+            return socket_.close_code
+
+    assert asyncio.run(websocket_refused()) == 4401
     # Even from this machine: the prod profile has no anonymous access.
     for method, path in (("GET", "/v1/plugins"), ("POST", "/v1/embed"), ("GET", "/v1/models")):
         response = httpx.request(method, base + path, json={} if method == "POST" else None)

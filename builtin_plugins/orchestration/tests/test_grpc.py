@@ -365,3 +365,138 @@ async def test_each_method_needs_the_scope_of_its_rest_route(tmp_path: Path) -> 
             assert (await code_of(lambda **kw: stub.CancelTask(cancel, **kw), "tasks:admin"))[
                 0
             ] == grpc.StatusCode.OK
+
+            flow = struct({"steps": [{"id": "a", "type": "double", "input": {"n": 1}}]})
+            run = pb.RunWorkflowRequest(workflow=flow, timeout_s=0.1)
+            code, details = await code_of(lambda **kw: stub.RunWorkflow(run, **kw), "tasks:read")
+            assert code == grpc.StatusCode.PERMISSION_DENIED and "tasks:submit" in details
+            assert (await code_of(lambda **kw: stub.RunWorkflow(run, **kw), "tasks:submit"))[
+                0
+            ] == grpc.StatusCode.OK
+            watch = pb.WatchWorkflowRequest(id="nope")
+            code, details = await code_of(
+                lambda **kw: stub.WatchWorkflow(watch, **kw).read(), "tasks:submit"
+            )
+            assert code == grpc.StatusCode.PERMISSION_DENIED and "tasks:read" in details
+            code, _ = await code_of(
+                lambda **kw: stub.WatchWorkflow(watch, **kw).read(), "tasks:read"
+            )
+            assert code == grpc.StatusCode.NOT_FOUND
+
+
+def kind_of(event: pb.WorkflowEvent) -> tuple[str, str, str]:
+    """A WatchWorkflow event as (``workflow``, its event, its state) or (``task``, the
+    step, its event)."""
+    if event.WhichOneof("kind") == "workflow":
+        return "workflow", event.workflow.event, event.workflow.state
+    return "task", event.task.step_id, event.task.event
+
+
+async def test_a_workflow_is_watched_with_its_steps_tasks_until_it_ends(server: Server) -> None:
+    gate = Gate()
+    async with server({"gate": gate.task_type, "double": TaskType(double)}) as (noa, stub):
+        body = {
+            "steps": [
+                {"id": "a", "type": "gate"},
+                {"id": "b", "type": "double", "input": {"n": 2}, "depends_on": ["a"]},
+            ]
+        }
+        flow = await stub.SubmitWorkflow(pb.SubmitWorkflowRequest(workflow=struct(body)))
+        await gate.started.wait()
+        watch = stub.WatchWorkflow(pb.WatchWorkflowRequest(id=flow.id), timeout=30)
+        first = await watch.read()
+        assert kind_of(first) == ("workflow", "current", "running")
+        assert first.workflow.id == flow.id
+        assert dict(first.workflow.steps) == {"a": "running", "b": "pending"}
+        assert not first.workflow.HasField("finished_at")
+        gate.opened.set()
+        events = [first, *await rest_of(watch)]
+        assert await watch.code() == grpc.StatusCode.OK
+
+        last = events[-1]
+        assert kind_of(last) == ("workflow", "changed", "succeeded")
+        assert dict(last.workflow.steps) == {"a": "succeeded", "b": "succeeded"}
+        assert last.workflow.finished_at >= last.workflow.created_at
+        tasks = [e.task for e in events if e.WhichOneof("kind") == "task"]
+        assert "b" in {t.step_id for t in tasks}
+        assert {t.workflow_id for t in tasks} == {flow.id}
+        rest = (await noa.client.get(f"/v1/workflows/{flow.id}")).json()
+        task_ids = {step["id"]: step["task_id"] for step in rest["steps"]}
+        assert all(task_ids[t.step_id] == t.id for t in tasks)
+
+        # An ended workflow's stream is its state alone; an unknown one is NOT_FOUND.
+        again = [e async for e in stub.WatchWorkflow(pb.WatchWorkflowRequest(id=flow.id))]
+        assert [kind_of(e) for e in again] == [("workflow", "current", "succeeded")]
+        missing = stub.WatchWorkflow(pb.WatchWorkflowRequest(id="nope"), timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await missing.read()
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_cancelling_a_workflow_ends_its_watch(server: Server) -> None:
+    gate = Gate()
+    async with server({"gate": gate.task_type}) as (_, stub):
+        body = {"steps": [{"id": "a", "type": "gate"}, {"id": "b", "type": "gate"}]}
+        flow = await stub.SubmitWorkflow(pb.SubmitWorkflowRequest(workflow=struct(body)))
+        watch = stub.WatchWorkflow(pb.WatchWorkflowRequest(id=flow.id), timeout=30)
+        assert kind_of(await watch.read())[0::2] == ("workflow", "running")
+        await stub.CancelWorkflow(pb.CancelWorkflowRequest(id=flow.id))
+        last = (await rest_of(watch))[-1]
+        assert kind_of(last) == ("workflow", "changed", "cancelled")
+        assert set(last.workflow.steps.values()) == {"cancelled"}
+
+
+async def test_run_workflow_answers_its_end_or_its_state_after_the_wait(server: Server) -> None:
+    gate = Gate()
+    async with server({"gate": gate.task_type, "double": TaskType(double)}, max_wait_s=0.5) as (
+        noa,
+        stub,
+    ):
+        chain = {
+            "steps": [
+                {"id": "a", "type": "double", "input": {"n": 1}},
+                {"id": "b", "type": "double", "input": {"n": {"$ref": "a.output.doubled.0"}},
+                 "depends_on": ["a"]},
+            ]
+        }  # fmt: skip
+        call = stub.RunWorkflow(pb.RunWorkflowRequest(workflow=struct(chain)), timeout=30)
+        done = await call
+        assert done.state == "succeeded"
+        assert dict(await call.initial_metadata())["noa-workflow-id"] == done.id
+        rest = (await noa.client.get(f"/v1/workflows/{done.id}")).json()
+        assert json_format.MessageToDict(done.detail) == rest
+        assert rest["steps"][1]["output"] == {"doubled": [4, 4]}
+
+        # Still running at the end of the wait: its state as it is (REST's 202). Unset,
+        # the wait is 60 s, capped here by orchestration.max_wait_s (0.5 s).
+        held = {"steps": [{"id": "a", "type": "gate"}]}
+        for request in (
+            pb.RunWorkflowRequest(workflow=struct(held), timeout_s=0.1),
+            pb.RunWorkflowRequest(workflow=struct(held)),
+        ):
+            running = await stub.RunWorkflow(request, timeout=30)
+            assert running.state == "running"
+            assert running.detail["steps"][0]["state"] == "running"
+
+        # A deadline before the end: DEADLINE_EXCEEDED, the id already sent; it goes on.
+        late = stub.RunWorkflow(
+            pb.RunWorkflowRequest(workflow=struct(held), timeout_s=60), timeout=0.2
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await late
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        late_id = dict(await late.initial_metadata())["noa-workflow-id"]
+        gate.opened.set()
+        flow = await stub.GetWorkflow(pb.GetWorkflowRequest(id=late_id))
+        assert flow.state in ("running", "succeeded")
+        watched = [e async for e in stub.WatchWorkflow(pb.WatchWorkflowRequest(id=late_id))]
+        assert kind_of(watched[-1])[0::2] == ("workflow", "succeeded")
+
+        for bad in (
+            pb.RunWorkflowRequest(workflow=struct(chain), timeout_s=0),
+            pb.RunWorkflowRequest(workflow=struct({"steps": []})),
+            pb.RunWorkflowRequest(workflow=struct({"steps": [{"id": "a", "type": "nothing"}]})),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.RunWorkflow(bad, timeout=30)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad

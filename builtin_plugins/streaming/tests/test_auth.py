@@ -26,10 +26,16 @@ def keyed(servers: Any, run_noa: Any, tmp_path_factory: pytest.TempPathFactory) 
     keys = {
         "full": key("full", "events:subscribe", "tasks:read", "plugins:events", "inference:invoke"),
         "events_only": key("events-only", "events:subscribe"),
+        "limited": key("limited", "events:subscribe", "inference:invoke"),
     }
     server = servers(
         "auth",
-        {"NOA_AUTH__ANONYMOUS": "off", "NOA_STREAMING__AUTH_TIMEOUT_S": "1"},
+        {
+            "NOA_AUTH__ANONYMOUS": "off",
+            "NOA_STREAMING__AUTH_TIMEOUT_S": "1",
+            # /ws/stream connects (route group "stream"): two, then none for 1000 s.
+            "NOA_AUTH__RATE_LIMITS": '{"stream": {"per_s": 0.001, "burst": 2}}',
+        },
         folder=folder,
     )
     server.wait_ready()
@@ -117,3 +123,19 @@ async def test_a_topic_without_its_scope_is_refused_and_the_connection_stays(
     async with httpx.AsyncClient(base_url=keyed.url) as client:
         anonymous = await client.get("/v1/events", params={"topic": "models"})
         assert anonymous.status_code == 401
+
+
+async def test_a_connect_past_the_rate_limit_is_refused_with_4429(keyed: Any, receive: Any) -> None:
+    headers = {"X-API-Key": keyed.keys["limited"]}
+    for _ in range(2):
+        async with websockets.connect(keyed.ws + "/ws/stream", additional_headers=headers) as ws:
+            assert (await receive(ws))["type"] == "ready"
+    async with websockets.connect(keyed.ws + "/ws/stream", additional_headers=headers) as ws:
+        code, frames = await closed_with(ws)
+    assert code == 4429
+    assert [(f["type"], f["code"], f["status"]) for f in frames] == [("error", "rate_limited", 429)]
+    # The reason says when to come back.
+    assert ws.close_reason.endswith("(retry after 1000 s)"), ws.close_reason
+    # The limit is the route group's: the same key still connects to /ws/events.
+    async with websockets.connect(keyed.ws + "/ws/events", additional_headers=headers) as ws:
+        assert (await receive(ws))["type"] == "ready"

@@ -9,21 +9,28 @@ Free-form JSON (a task's input and output, a workflow) travels as
 ``google.protobuf.Struct`` / ``Value``, whose only number is a double: integral numbers
 are read back as integers, so a handler sees ``{"n": 3}`` whichever transport sent it.
 
-``WatchTask`` is the SSE route's stream (:func:`.sse.watch`: subscribe, then read the
-current state, end after a final state), its events sent as messages; it ends when the
-client cancels or the call's deadline passes, which unsubscribes.
+``WatchTask`` and ``WatchWorkflow`` are the SSE routes' streams (:func:`.sse.watch`:
+subscribe, then read the current state, end after a final state), their events sent as
+messages; they end when the client cancels or the call's deadline passes, which
+unsubscribes. ``RunWorkflow`` is ``POST /v1/workflow``: submit, then wait; the id goes
+out in the initial metadata first, so a client whose deadline passed can still find it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
 from google.protobuf import json_format, struct_pb2
 from noa.builtin_plugins.orchestration.api import ADMIN, READ, SUBMIT
-from noa.builtin_plugins.orchestration.events import TaskEvent, task_subject
+from noa.builtin_plugins.orchestration.events import (
+    TaskEvent,
+    WorkflowEvent,
+    task_subject,
+    workflow_subject,
+)
 from noa.builtin_plugins.orchestration.service import Tasks
 from noa.builtin_plugins.orchestration.sse import watch
 from noa.builtin_plugins.orchestration.values import (
@@ -33,8 +40,10 @@ from noa.builtin_plugins.orchestration.values import (
     TaskView,
     WorkflowView,
 )
+from noa.builtin_plugins.orchestration.workflow_api import DEFAULT_WAIT_S
 from noa.builtin_plugins.orchestration.workflows import Workflows
 from noa.plugin_sdk import GrpcService
+from noa.plugin_sdk.errors import BadRequest
 from noa.proto.v1 import orchestration_pb2 as pb
 from noa.proto.v1 import orchestration_pb2_grpc as pb_grpc
 
@@ -43,7 +52,17 @@ __all__ = ["grpc_service"]
 # Integers a double holds exactly; past them a number stays a float.
 _EXACT = 2**53
 _DEFAULT_LIMIT = 100
+# Where RunWorkflow sends the workflow's id before it waits.
+_WORKFLOW_ID_KEY = "noa-workflow-id"
 _task_event = msgspec.json.Decoder(TaskEvent)
+_workflow_event = msgspec.json.Decoder(WorkflowEvent)
+
+
+class _Kind(msgspec.Struct):
+    kind: str = ""
+
+
+_kind = msgspec.json.Decoder(_Kind)
 
 
 def _plain(value: struct_pb2.Value) -> Any:
@@ -119,6 +138,42 @@ def _event(event: TaskEvent) -> pb.TaskEvent:
     )
 
 
+def _of_workflow(payload: bytes) -> pb.WorkflowEvent:
+    """An event of a workflow's subject: the workflow's own, or one of its tasks'."""
+    if _kind.decode(payload).kind == "task":
+        return pb.WorkflowEvent(task=_event(_task_event.decode(payload)))
+    event = _workflow_event.decode(payload)
+    status = pb.WorkflowStatus(
+        event=event.event,
+        id=event.id,
+        state=event.state,
+        steps=event.steps,
+        at=event.at,
+        created_at=event.created_at,
+        finished_at=event.finished_at,
+    )
+    return pb.WorkflowEvent(workflow=status)
+
+
+async def _follow(
+    source: Tasks | Workflows,
+    subject: str,
+    current: Callable[[], Awaitable[TaskEvent | WorkflowEvent]],
+    *,
+    kind: str,
+    message: Callable[[bytes], Any],
+) -> AsyncIterator[Any]:
+    """A subject's events as messages, until a final state. No time limit of its own:
+    the call's deadline, if any, ends it, and a cancelled call closes the stream at
+    once, which unsubscribes. No keep-alives: HTTP/2 has its own pings."""
+    following = await watch(source.broker, subject, current, kind=kind)
+    events = following.events(source.config.events_heartbeat_s)
+    async with contextlib.aclosing(events):
+        async for payload in events:
+            if payload is not None:
+                yield message(payload)
+
+
 def _workflow(view: WorkflowView) -> pb.Workflow:
     detail = struct_pb2.Struct()
     detail.update(msgspec.to_builtins(view))
@@ -167,26 +222,50 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
 
     async def WatchTask(self, request: Any, context: Any) -> AsyncIterator[Any]:
         task_id = request.id
-        following = await watch(
-            self.tasks.broker,
+        messages = _follow(
+            self.tasks,
             task_subject(task_id),
             lambda: self.tasks.current(task_id),
             kind="task",
+            message=lambda payload: _event(_task_event.decode(payload)),
         )
-        # No time limit of its own: the call's deadline, if any, ends it. aclosing: a
-        # cancelled call closes the stream now, which unsubscribes.
-        events = following.events(self.tasks.config.events_heartbeat_s)
-        async with contextlib.aclosing(events):
-            async for payload in events:
-                if payload is not None:  # None: a keep-alive; HTTP/2 has its own pings
-                    yield _event(_task_event.decode(payload))
+        async with contextlib.aclosing(messages):
+            async for message in messages:
+                yield message
 
     async def SubmitWorkflow(self, request: Any, context: Any) -> Any:
         new = msgspec.convert(_object(request.workflow), NewWorkflow)
         return _workflow(await self.workflows.submit(new))
 
+    async def RunWorkflow(self, request: Any, context: Any) -> Any:
+        wait_s = request.timeout_s if request.HasField("timeout_s") else DEFAULT_WAIT_S
+        if not wait_s > 0:
+            raise BadRequest(
+                f"timeout_s must be more than 0, not {wait_s}",
+                code="invalid_timeout",
+                param="timeout_s",
+            )
+        new = msgspec.convert(_object(request.workflow), NewWorkflow)
+        view = await self.workflows.submit(new)
+        await context.send_initial_metadata(((_WORKFLOW_ID_KEY, view.id),))
+        wait_s = min(wait_s, self.workflows.config.max_wait_s)
+        return _workflow(await self.workflows.wait(view.id, wait_s))
+
     async def GetWorkflow(self, request: Any, context: Any) -> Any:
         return _workflow(await self.workflows.get(request.id))
+
+    async def WatchWorkflow(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        workflow_id = request.id
+        messages = _follow(
+            self.workflows,
+            workflow_subject(workflow_id),
+            lambda: self.workflows.current(workflow_id),
+            kind="workflow",
+            message=_of_workflow,
+        )
+        async with contextlib.aclosing(messages):
+            async for message in messages:
+                yield message
 
     async def CancelWorkflow(self, request: Any, context: Any) -> Any:
         return _workflow(await self.workflows.cancel(request.id))
@@ -201,10 +280,12 @@ def grpc_service(tasks: Tasks, workflows: Workflows) -> GrpcService:
         scopes={
             "SubmitTask": SUBMIT,
             "SubmitWorkflow": SUBMIT,
+            "RunWorkflow": SUBMIT,
             "GetTask": READ,
             "ListTasks": READ,
             "WatchTask": READ,
             "GetWorkflow": READ,
+            "WatchWorkflow": READ,
         },
         scope=ADMIN,
         group="orchestration",

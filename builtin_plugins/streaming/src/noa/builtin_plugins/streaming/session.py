@@ -85,8 +85,8 @@ class Sessions:
         )
 
 
-def _reason(message: str) -> str:
-    raw = message.encode()[:_REASON_BYTES]
+def _reason(message: str, limit: int = _REASON_BYTES) -> str:
+    raw = message.encode()[:limit]
     return raw.decode("utf-8", "ignore")
 
 
@@ -290,8 +290,9 @@ class Session:
         self.sessions.telemetry.refused(self.endpoint, exc.code or code.name.lower())
         reason = exc.message
         retry = exc.headers.get("Retry-After")
-        if retry:
-            reason = f"{reason} (retry after {retry} s)"
+        if retry:  # kept whole: the message is cut to make room for it
+            suffix = f" (retry after {retry} s)"
+            reason = _reason(reason, _REASON_BYTES - len(suffix.encode())) + suffix
         frame = error_frame(exc.code or "refused", exc.message, status=exc.status_code)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
