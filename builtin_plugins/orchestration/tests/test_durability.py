@@ -67,6 +67,29 @@ async def _fake_dead_worker(noa: Any, task_id: str) -> None:
     assert changed == 1
 
 
+async def test_a_non_idempotent_task_interrupted_by_shutdown_goes_dead(
+    serve: Any, submit: Any, finished: Any
+) -> None:
+    started = asyncio.Event()
+    runs: list[str] = []
+
+    async def charge(ctx: TaskContext, job: dict[str, Any]) -> None:
+        runs.append(ctx.task_id)
+        started.set()
+        await asyncio.sleep(30)
+
+    once = {"charge": TaskType(charge, idempotent=False)}
+    async with serve(once) as noa:
+        task = await submit(noa, type="charge")
+        await started.wait()
+    # Shut down mid-run (no grace): not given back to the queue, so never run twice.
+    async with serve(once) as noa:
+        dead = await finished(noa, task["id"])
+    assert (dead["state"], dead["error"]["code"]) == ("dead", "interrupted")
+    assert "not idempotent" in dead["error"]["message"]
+    assert runs == [task["id"]]
+
+
 async def test_a_task_of_a_dead_worker_is_taken_back(
     serve: Any, submit: Any, finished: Any
 ) -> None:

@@ -125,10 +125,16 @@ async def test_an_idempotency_key_returns_the_first_task_and_runs_it_once(
         first = await noa.client.post("/v1/tasks", json=body)
         assert first.status_code == 201
         await finished(noa, first.json()["id"])
-        second = await noa.client.post("/v1/tasks", json={**body, "input": {"n": 2}})
+        second = await noa.client.post("/v1/tasks", json=body)
         assert second.status_code == 200
         assert second.json()["id"] == first.json()["id"]
         assert second.json()["output"] == 1
+        # The key reused for other work is a mistake, not a resubmission.
+        reused = await noa.client.post("/v1/tasks", json={**body, "input": {"n": 2}})
+        assert reused.status_code == 409
+        error = reused.json()["error"]
+        assert (error["code"], error["param"]) == ("idempotency_key_reused", "idempotency_key")
+        assert first.json()["id"] in error["message"]
         # Concurrent submissions with a fresh key make one task too.
         answers = await asyncio.gather(
             *(

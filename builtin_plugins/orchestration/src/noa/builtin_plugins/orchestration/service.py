@@ -65,7 +65,7 @@ class Tasks:
         if new.idempotency_key is not None:
             existing = await store.by_idempotency_key(new.idempotency_key)
             if existing is not None:
-                return view_of(existing), False
+                return _same_submission(existing, new), False
         task_type, input_json, timeout_s = self.checked(new.type, new.input, new.timeout_s)
         worker.bound.check()
         now = time.time()
@@ -89,7 +89,7 @@ class Tasks:
             existing = await store.by_idempotency_key(new.idempotency_key)
             if existing is None:
                 raise Conflict("the idempotency key is in use", code="idempotency_conflict")
-            return view_of(existing), False
+            return _same_submission(existing, new), False
         worker.bound.added()
         if due:
             try:
@@ -210,6 +210,20 @@ class Tasks:
     @property
     def broker(self) -> BrokerPort:
         return self._ready[1].broker
+
+
+def _same_submission(existing: dict[str, Any], new: NewTask) -> TaskView:
+    """The task an idempotency key names, if it was submitted with the same type and
+    input (a resubmission); 409 otherwise (the key was reused for other work)."""
+    view = view_of(existing)
+    if view.type != new.type or view.input != new.input:
+        raise Conflict(
+            f"idempotency key {new.idempotency_key!r} was used for task {view.id} of type "
+            f"{view.type!r} with another input: use a new key for new work",
+            code="idempotency_key_reused",
+            param="idempotency_key",
+        )
+    return view
 
 
 def _epoch(run_at: float | dt.datetime | None, now: float) -> float:

@@ -62,6 +62,8 @@ def view_of(row: dict[str, Any]) -> TaskView:
         updated_at=float(row["updated_at"]),
         started_at=started or None,
         finished_at=finished or None,
+        workflow_id=str(row["workflow_id"]) or None,
+        step_id=str(row["step_id"]) or None,
     )
 
 

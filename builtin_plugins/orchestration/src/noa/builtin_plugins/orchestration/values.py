@@ -114,6 +114,9 @@ class TaskView(msgspec.Struct, kw_only=True):
     updated_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    # A workflow step's task: its workflow and step.
+    workflow_id: str | None = None
+    step_id: str | None = None
 
 
 class TaskList(msgspec.Struct, kw_only=True):

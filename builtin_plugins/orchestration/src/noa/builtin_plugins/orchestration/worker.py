@@ -255,7 +255,7 @@ class Worker:
                     retry=False,
                 ) from None
         except asyncio.CancelledError:
-            await self._interrupted(task_id, type_name, context)
+            await self._interrupted(task_id, type_name, context, bool(row["idempotent"]))
             return
         except Exception as exc:
             self._duration.labels(type_name).observe(time.monotonic() - started)
@@ -305,12 +305,28 @@ class Worker:
                 "dead" if retry_at is None else f"retry in {retry_at - time.time():.2f} s",
             )
 
-    async def _interrupted(self, task_id: str, type_name: str, context: _Context) -> None:
-        # Cancelled by a client (the row says so already) or by shutdown (give it back).
+    async def _interrupted(
+        self, task_id: str, type_name: str, context: _Context, idempotent: bool
+    ) -> None:
+        # Cancelled by a client (the row says so already) or by shutdown: give it back,
+        # unless its type is not idempotent (running it again might apply it twice).
         # Shielded: these writes must land even though this task is being cancelled.
         if context.cancelled:
             await asyncio.shield(self.store.drop_lease(task_id, self.name))
             self._outcomes.labels(type_name, "cancelled").inc()
+            return
+        if not idempotent:
+            error = TaskError(
+                code="interrupted",
+                message="the server shut down mid-run and the task's type is not "
+                "idempotent, so it is not run again; re-queue it if that is safe",
+                attempt=context.attempt,
+            )
+            if await asyncio.shield(
+                self.store.fail(task_id, self.name, context.attempt, error, None)
+            ):
+                self.events.tasks((task_id,), "dead")
+                self._outcomes.labels(type_name, "dead").inc()
             return
         await asyncio.shield(self.store.release(task_id, self.name, context.attempt))
         self.events.tasks((task_id,), "released")
