@@ -4,7 +4,7 @@ same inputs, the same concurrency, in one run, printed as a ratio.
 One ``noa serve --profile embedded`` (one worker, gRPC on) serves both. For each
 transport, ``--concurrency`` client tasks in this process send one short text per call
 for ``--duration`` seconds after a warm-up: grpc.aio with the generated stub over one
-HTTP/2 channel, and httpx.AsyncClient (HTTP/1.1, a keep-alive pool) for REST. The model
+HTTP/2 channel, and an aiohttp session (HTTP/1.1, a keep-alive pool) for REST. The model
 is the real all-MiniLM-L6-v2 from ``scripts/setup``. Run from the repository root::
 
     .venv/bin/python benchmarks/grpc_embed.py [--duration 10] [--concurrency 16]
@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import grpc
 import httpx
 from noa.proto.v1 import inference_pb2 as pb
@@ -69,22 +70,28 @@ async def drive(call: object, concurrency: int, duration: float, warmup: float) 
 async def measure(http_port: int, grpc_port: int, args: argparse.Namespace) -> dict[str, float]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
     stub = pb_grpc.InferenceServiceStub(channel)
-    limits = httpx.Limits(max_connections=args.concurrency)
-    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", limits=limits)
+    # aiohttp, not httpx: httpx's client costs more CPU per call than the server's
+    # answer on two cores, which would make REST look slower than it is.
+    client = aiohttp.ClientSession(
+        f"http://127.0.0.1:{http_port}",
+        connector=aiohttp.TCPConnector(limit=args.concurrency),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
 
     async def grpc_call(text: str) -> None:
         await stub.Embed(pb.EmbedRequest(input=[text]), timeout=30)
 
     async def rest_call(text: str) -> None:
-        response = await client.post("/v1/embed", json={"input": [text]}, timeout=30)
-        response.raise_for_status()
+        async with client.post("/v1/embed", json={"input": [text]}) as response:
+            response.raise_for_status()
+            await response.read()
 
     results = {}
     try:
         for name, call in (("grpc", grpc_call), ("rest", rest_call)):
             results[name] = await drive(call, args.concurrency, args.duration, args.warmup)
     finally:
-        await client.aclose()
+        await client.close()
         await channel.close()
     return results
 
