@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+from noa.plugin_sdk.ports.broker import BROKER_STATE_KEY, Message
 from noa.plugin_sdk.ports.storage import STORAGE_STATE_KEY
 from noa.plugin_sdk.tasks import TaskContext, TaskType
 
@@ -101,6 +103,13 @@ async def test_a_task_of_a_dead_worker_is_taken_back(
 
     kinds = {"echo": TaskType(echo), "once": TaskType(once, idempotent=False)}
     async with serve(kinds) as noa:
+        events: list[tuple[str, str]] = []
+
+        async def collect(message: Message) -> None:
+            event = msgspec.json.decode(message.payload)
+            events.append((event["id"], event["event"]))
+
+        await noa.kernel.state[BROKER_STATE_KEY].subscribe("orchestration.events.tasks.>", collect)
         future = 4102444800.0  # scheduled far ahead, so no worker claims it first
         echo_task = await submit(noa, type="echo", run_at=future)
         once_task = await submit(noa, type="once", run_at=future)
@@ -111,6 +120,13 @@ async def test_a_task_of_a_dead_worker_is_taken_back(
         # Not idempotent: running it again might apply its effect twice.
         dead = await finished(noa, once_task["id"])
         assert (dead["state"], dead["error"]["code"]) == ("dead", "interrupted")
+        # Followers see the take-back: one given back to the queue, one dead.
+        for _ in range(100):
+            if (once_task["id"], "dead") in events and (echo_task["id"], "succeeded") in events:
+                break
+            await asyncio.sleep(0.02)
+        assert (echo_task["id"], "released") in events
+        assert (once_task["id"], "dead") in events
 
 
 async def test_scheduled_tasks_wait_for_their_time(serve: Any, submit: Any, finished: Any) -> None:

@@ -287,26 +287,29 @@ class TaskStore:
         )
         return [str(r["id"]) for r in rows]
 
-    async def take_back_expired(self, max_attempts_error: TaskError) -> int:
+    async def take_back_expired(
+        self, max_attempts_error: TaskError
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Running tasks whose lease ran out (their worker died): an idempotent one with
         retries left is queued again at once; the others go dead, as running them again
-        might apply their effect twice or they keep killing their worker."""
+        might apply their effect twice or they keep killing their worker. The ids and
+        types of those gone dead and of those queued again."""
         now = time.time()
         async with self.db.transaction() as tx:
-            dead = await tx.execute(
+            dead = await tx.fetch(
                 f"UPDATE {TABLE} SET state = 'dead', error = $2, worker = '', lease_until = 0, "
                 "finished_at = $1, updated_at = $1 WHERE state = 'running' AND lease_until < $1 "
-                "AND (idempotent = FALSE OR attempts > max_retries)",
+                "AND (idempotent = FALSE OR attempts > max_retries) RETURNING id, type",
                 now,
                 _text(max_attempts_error),
             )
-            queued = await tx.execute(
+            queued = await tx.fetch(
                 f"UPDATE {TABLE} SET state = 'queued', worker = '', lease_until = 0, "
                 "run_at = $1, dispatched_at = 0, updated_at = $1 "
-                "WHERE state = 'running' AND lease_until < $1",
+                "WHERE state = 'running' AND lease_until < $1 RETURNING id, type",
                 now,
             )
-        return dead + queued
+        return dead, queued
 
     async def due(self, redispatch_after_s: float, limit: int) -> list[dict[str, Any]]:
         """Queued tasks that are due and not published recently, by priority."""

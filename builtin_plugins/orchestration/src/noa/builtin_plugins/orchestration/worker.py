@@ -172,11 +172,22 @@ class Worker:
             await store.renew_leases(self.name, config.lease_s)
             for task_id in await store.cancelled_of(self.name):
                 self.interrupt(task_id)
-        taken = await store.take_back_expired(
+        dead, queued = await store.take_back_expired(
             TaskError(code="interrupted", message="its worker stopped mid-run (lease expired)")
         )
-        if taken:
-            log.warning("took back %d task(s) whose worker stopped mid-run", taken)
+        if dead or queued:
+            log.warning(
+                "took back %d task(s) whose worker stopped mid-run: %d queued again, %d dead",
+                len(dead) + len(queued),
+                len(queued),
+                len(dead),
+            )
+            for row in dead:
+                self._outcomes.labels(str(row["type"]), "dead").inc()
+            for row in queued:
+                self._outcomes.labels(str(row["type"]), "interrupted").inc()
+            self.events.tasks([str(row["id"]) for row in dead], "dead")
+            self.events.tasks([str(row["id"]) for row in queued], "released")
         if self.on_due is not None:
             await self.on_due()
         for row in await store.due(config.redispatch_after_s, DISPATCH_BATCH):
