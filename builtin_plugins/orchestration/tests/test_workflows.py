@@ -393,3 +393,20 @@ async def test_a_dead_step_of_a_cancelled_workflow_is_not_retried(serve: Any) ->
         assert "is cancelled" in error["message"]
         assert "submit the workflow again" in error["message"]
         assert (await noa.client.get(f"/v1/tasks/{dead}")).json()["state"] == "dead"
+
+
+async def test_workflows_are_listed_newest_first_and_by_state(serve: Any) -> None:
+    async with serve(KINDS) as noa:
+        ok = (await noa.client.post("/v1/workflow", json={"steps": [step("a")]})).json()
+        bad = (
+            await noa.client.post("/v1/workflow", json={"steps": [{"id": "b", "type": "fail"}]})
+        ).json()
+        listed = (await noa.client.get("/v1/workflows")).json()["workflows"]
+        assert [w["id"] for w in listed] == [bad["id"], ok["id"]]
+        assert listed[1]["steps"][0]["output"] == {}
+        failed = (await noa.client.get("/v1/workflows", params={"state": "failed"})).json()
+        assert [w["id"] for w in failed["workflows"]] == [bad["id"]]
+        wrong = await noa.client.get("/v1/workflows", params={"state": "done"})
+        assert (wrong.status_code, wrong.json()["error"]["code"]) == (400, "invalid_state")
+        one = (await noa.client.get("/v1/workflows", params={"limit": 1})).json()["workflows"]
+        assert len(one) == 1

@@ -20,6 +20,7 @@ __all__ = [
     "TaskError",
     "TaskList",
     "TaskView",
+    "WorkflowList",
     "WorkflowView",
 ]
 
@@ -164,6 +165,10 @@ class StepView(msgspec.Struct, kw_only=True):
     output: Any = None
     error: TaskError | None = None
     attempts: int = 0
+
+
+class WorkflowList(msgspec.Struct, kw_only=True):
+    workflows: list[WorkflowView]
 
 
 class WorkflowView(msgspec.Struct, kw_only=True):

@@ -15,8 +15,8 @@ from litestar.response import ServerSentEvent
 from noa.builtin_plugins.orchestration.api import ADMIN, READ, SUBMIT
 from noa.builtin_plugins.orchestration.events import workflow_subject
 from noa.builtin_plugins.orchestration.sse import follow
-from noa.builtin_plugins.orchestration.values import NewWorkflow, WorkflowView
-from noa.builtin_plugins.orchestration.workflows import Workflows
+from noa.builtin_plugins.orchestration.values import NewWorkflow, WorkflowList, WorkflowView
+from noa.builtin_plugins.orchestration.workflows import MAX_LIST, Workflows
 from noa.plugin_sdk.auth import SCOPE_OPT
 
 __all__ = ["workflow_handlers"]
@@ -25,6 +25,9 @@ _ENVELOPE_BYTES = 64 * 1024
 DEFAULT_WAIT_S = 60.0
 
 WaitSeconds = Annotated[float, QueryParameter(gt=0)]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIST)]
+# "state" is a name Litestar reserves for its application state.
+StateQuery = Annotated[str | None, QueryParameter(name="state")]
 
 
 def workflow_handlers(workflows: Workflows) -> list[HTTPRouteHandler]:
@@ -46,6 +49,12 @@ def workflow_handlers(workflows: Workflows) -> list[HTTPRouteHandler]:
         for duplicate ids, unknown task types or steps, cycles, bad references or an
         input its task type refuses; nothing is stored then."""
         return await workflows.submit(data)
+
+    @get("/v1/workflows", summary="List workflows", tags=tags, opt={SCOPE_OPT: READ})
+    async def list_workflows(workflow_state: StateQuery = None, limit: Limit = 20) -> WorkflowList:
+        """The newest first, each with its steps; ``state`` filters (running,
+        succeeded, failed, cancelled)."""
+        return WorkflowList(workflows=await workflows.find(state=workflow_state, limit=limit))
 
     @post(
         "/v1/workflow",
@@ -107,4 +116,4 @@ def workflow_handlers(workflows: Workflows) -> list[HTTPRouteHandler]:
         ended keep their results. 409 once the workflow ended."""
         return await workflows.cancel(workflow_id)
 
-    return [submit, run, show, events, cancel]
+    return [submit, list_workflows, run, show, events, cancel]

@@ -114,6 +114,15 @@ class WorkflowStore:
             time.time(),
         )
 
+    async def newest(self, state: str, limit: int) -> list[str]:
+        rows = await self.db.fetch(
+            f"SELECT id FROM {WORKFLOWS} WHERE ($1 = '' OR state = $1) "
+            "ORDER BY created_at DESC, id LIMIT $2",
+            state,
+            limit,
+        )
+        return [str(row["id"]) for row in rows]
+
     async def running(self) -> list[str]:
         rows = await self.db.fetch(f"SELECT id FROM {WORKFLOWS} WHERE state = 'running'")
         return [str(row["id"]) for row in rows]

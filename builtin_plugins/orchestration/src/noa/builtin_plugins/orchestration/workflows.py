@@ -40,6 +40,7 @@ from noa.builtin_plugins.orchestration.worker import Worker
 from noa.builtin_plugins.orchestration.workflow_checks import check_workflow
 from noa.builtin_plugins.orchestration.workflow_store import WorkflowStore
 from noa.plugin_sdk.errors import (
+    BadRequest,
     Conflict,
     NotFound,
     PayloadTooLarge,
@@ -53,6 +54,9 @@ __all__ = ["Workflows"]
 log = logging.getLogger("noa.orchestration")
 
 _error = msgspec.json.Decoder(TaskError)
+WORKFLOW_STATES = ("running", "succeeded", "failed", "cancelled")
+# Workflows one list may hold (each read with its steps).
+MAX_LIST = 100
 # A step's state once its task ended in this state.
 _OUTCOME = {"succeeded": "succeeded", "dead": "failed", "cancelled": "cancelled"}
 _ENDED = ("succeeded", "failed", "skipped", "cancelled")
@@ -148,6 +152,19 @@ class Workflows:
             updated_at=float(row["updated_at"]),
             finished_at=finished or None,
         )
+
+    async def find(self, *, state: str | None, limit: int) -> list[WorkflowView]:
+        """The newest workflows first, with their steps."""
+        _, store, _ = self._ready
+        if state is not None and state not in WORKFLOW_STATES:
+            raise BadRequest(
+                f"unknown state {state!r}; one of {', '.join(WORKFLOW_STATES)}",
+                code="invalid_state",
+                param="state",
+            )
+        if not 1 <= limit <= MAX_LIST:
+            raise BadRequest(f"limit must be 1 to {MAX_LIST}", code="invalid_limit", param="limit")
+        return [await self.get(i) for i in await store.newest(state or "", limit)]
 
     async def cancel(self, workflow_id: str) -> WorkflowView:
         """Cancel a running workflow: pending steps and the tasks of running ones."""
