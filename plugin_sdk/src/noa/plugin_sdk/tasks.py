@@ -69,7 +69,10 @@ TaskHandler = Callable[[TaskContext, Any], Awaitable[Any]]
 
 
 class InvalidTaskInput(ValueError):
-    """A task's input does not fit its task type (answered 422 at submit)."""
+    """A task's input does not fit its task type, raised while the type parses it:
+    answered 422 at submit, and a run whose stored input no longer parses goes dead
+    (``invalid_input``). Raised by a handler itself it is an ordinary failure, retried
+    like any other: raise ``TaskFailed(..., retry=False)`` for one that should not be."""
 
 
 class TaskFailed(Exception):
