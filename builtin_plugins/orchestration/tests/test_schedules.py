@@ -69,6 +69,7 @@ async def test_bad_schedules_are_422_naming_the_field_and_store_nothing(serve: A
         cases = [
             ({"cron": "61 * * * *", "type": "echo"}, "cron", "invalid_cron"),
             ({"cron": "every day", "type": "echo"}, "cron", "invalid_cron"),
+            ({"cron": "* * * * * *", "type": "echo"}, "cron", "invalid_cron"),
             ({"cron": "0 3 * * *", "timezone": "Mars/Olympus", "type": "echo"}, "timezone",
              "invalid_timezone"),
             ({"cron": "0 3 * * *", "type": "nope"}, "type", "unknown_task_type"),

@@ -22,9 +22,9 @@ import msgspec
 from cronsim import CronSim, CronSimError
 from noa.builtin_plugins.orchestration.service import Tasks
 from noa.builtin_plugins.orchestration.store import TaskStore
-from noa.builtin_plugins.orchestration.values import NewSchedule, ScheduleView
+from noa.builtin_plugins.orchestration.values import NewSchedule, ScheduleView, check_listing
 from noa.builtin_plugins.orchestration.worker import Worker
-from noa.plugin_sdk.errors import BadRequest, NotFound, ServiceUnavailable, Unprocessable
+from noa.plugin_sdk.errors import NotFound, ServiceUnavailable, Unprocessable
 from noa.plugin_sdk.ports.storage import StoragePort
 
 __all__ = ["TABLE", "Schedules", "next_fire"]
@@ -55,6 +55,8 @@ def _checked_timing(cron: str, timezone: str) -> float:
             param="timezone",
         )
     try:
+        if len(cron.split()) != 5:  # cronsim also takes a sixth field, of seconds
+            raise CronSimError("Wrong number of fields")
         return next_fire(cron, timezone, time.time())
     except (CronSimError, StopIteration) as exc:
         raise Unprocessable(
@@ -136,8 +138,7 @@ class Schedules:
 
     async def find(self, limit: int) -> list[ScheduleView]:
         db, _, _ = self._ready
-        if not 1 <= limit <= MAX_LIST:
-            raise BadRequest(f"limit must be 1 to {MAX_LIST}", code="invalid_limit", param="limit")
+        check_listing(limit, MAX_LIST)
         rows = await db.fetch(f"SELECT * FROM {TABLE} ORDER BY created_at DESC, id LIMIT $1", limit)
         return [_view(row) for row in rows]
 

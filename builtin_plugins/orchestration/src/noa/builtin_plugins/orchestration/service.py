@@ -16,7 +16,7 @@ import msgspec
 from noa.builtin_plugins.orchestration.config import OrchestrationConfig
 from noa.builtin_plugins.orchestration.events import TaskEvent, TaskEventName, task_event
 from noa.builtin_plugins.orchestration.store import TaskStore, view_of
-from noa.builtin_plugins.orchestration.values import STATES, NewTask, TaskView
+from noa.builtin_plugins.orchestration.values import STATES, NewTask, TaskView, check_listing
 from noa.builtin_plugins.orchestration.worker import Worker
 
 if TYPE_CHECKING:
@@ -148,14 +148,7 @@ class Tasks:
 
     async def find(self, *, state: str | None, type: str | None, limit: int) -> list[TaskView]:
         store, _ = self._ready
-        if state is not None and state not in STATES:
-            raise BadRequest(
-                f"unknown state {state!r}; one of {', '.join(STATES)}",
-                code="invalid_state",
-                param="state",
-            )
-        if not 1 <= limit <= MAX_LIST:
-            raise BadRequest(f"limit must be 1 to {MAX_LIST}", code="invalid_limit", param="limit")
+        check_listing(limit, MAX_LIST, state, STATES)
         return await store.find(state=state, type=type, limit=limit)
 
     async def cancel(self, task_id: str) -> TaskView:

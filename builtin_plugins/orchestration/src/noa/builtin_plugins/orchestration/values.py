@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 import msgspec
+from noa.plugin_sdk.errors import BadRequest
 
 __all__ = [
     "STATES",
@@ -22,6 +23,7 @@ __all__ = [
     "TaskView",
     "WorkflowList",
     "WorkflowView",
+    "check_listing",
 ]
 
 State = Literal["queued", "running", "succeeded", "cancelled", "dead"]
@@ -182,3 +184,18 @@ class WorkflowView(msgspec.Struct, kw_only=True):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+
+
+def check_listing(
+    limit: int, most: int, state: str | None = None, states: tuple[str, ...] = ()
+) -> None:
+    """400 naming the parameter for a list request's ``limit`` outside 1 to ``most``
+    or a ``state`` filter that is none of ``states``."""
+    if state is not None and state not in states:
+        raise BadRequest(
+            f"unknown state {state!r}; one of {', '.join(states)}",
+            code="invalid_state",
+            param="state",
+        )
+    if not 1 <= limit <= most:
+        raise BadRequest(f"limit must be 1 to {most}", code="invalid_limit", param="limit")

@@ -35,12 +35,12 @@ from noa.builtin_plugins.orchestration.values import (
     StepView,
     TaskError,
     WorkflowView,
+    check_listing,
 )
 from noa.builtin_plugins.orchestration.worker import Worker
 from noa.builtin_plugins.orchestration.workflow_checks import check_workflow
 from noa.builtin_plugins.orchestration.workflow_store import WorkflowStore
 from noa.plugin_sdk.errors import (
-    BadRequest,
     Conflict,
     NotFound,
     PayloadTooLarge,
@@ -156,14 +156,7 @@ class Workflows:
     async def find(self, *, state: str | None, limit: int) -> list[WorkflowView]:
         """The newest workflows first, with their steps."""
         _, store, _ = self._ready
-        if state is not None and state not in WORKFLOW_STATES:
-            raise BadRequest(
-                f"unknown state {state!r}; one of {', '.join(WORKFLOW_STATES)}",
-                code="invalid_state",
-                param="state",
-            )
-        if not 1 <= limit <= MAX_LIST:
-            raise BadRequest(f"limit must be 1 to {MAX_LIST}", code="invalid_limit", param="limit")
+        check_listing(limit, MAX_LIST, state, WORKFLOW_STATES)
         return [await self.get(i) for i in await store.newest(state or "", limit)]
 
     async def cancel(self, workflow_id: str) -> WorkflowView:
